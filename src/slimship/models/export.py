@@ -1,0 +1,38 @@
+"""Export a model to an ONNX deploy graph (fp32, dynamic batch, fixed resolution)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+from torch import nn
+
+
+def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int = 17) -> bytes:
+    """Return the ONNX bytes of ``model`` in eval mode for inputs [B, channels, image_size, image_size].
+
+    The TorchScript-based exporter is used: it yields a plain Conv/Clip/Gemm graph that ONNX Runtime's
+    quantizer and graph optimiser understand well, and it needs no extra dependency at run time.
+    """
+    import onnx
+
+    model = model.eval()
+    x = torch.zeros(1, channels, image_size, image_size)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            buf,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    data = buf.getvalue()
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
