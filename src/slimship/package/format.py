@@ -21,7 +21,6 @@ import hashlib
 import json
 import lzma
 import os
-import re
 import secrets
 import struct
 import zlib
@@ -30,6 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from slimship.errors import PackageError
+from slimship.package import _header
+from slimship.package._header import (
+    _CODECS,
+    _REMEDY_CORRUPT,
+    _list_names,
+    _name_problem,
+    _show,
+)
 
 FORMAT_VERSION: int = 1
 MAX_HEADER_BYTES = 16 * 2**20
@@ -40,20 +47,13 @@ _PREFIX = struct.Struct("<8sHI")  # magic, format_version, header_len
 _TRAILER_LEN = 32
 _MIN_SIZE = _PREFIX.size + _TRAILER_LEN  # an empty header is still invalid, but this is the floor
 
-_CODECS = ("none", "lzma", "zlib")
 _WRITE_CODECS = _CODECS + ("auto",)
 _LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 # Preset 9 needs ~65 MiB to decode; the limit stops a hostile stream that declares a huge dictionary.
 _LZMA_MEMLIMIT = 256 * 2**20
 _ZLIB_LEVEL = 9
 
-_MAX_NAME_CHARS = 255
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_PART_KEYS = frozenset({"name", "codec", "offset", "stored_size", "raw_size", "sha256"})
-_HEADER_KEYS = frozenset({"manifest", "parts"})
 _IO_CHUNK = 16 * 2**20
-
-_REMEDY_CORRUPT = "the file is corrupted; re-create or re-download it"
 
 
 @dataclass(frozen=True)
@@ -467,126 +467,10 @@ def _verify_trailer(
 # ---------------------------------------------------------------------------------------- header
 
 
-class _HeaderInvalid(Exception):
-    """Internal: a structural problem in the header, turned into a PackageError by _parse_header."""
-
-
 def _parse_header(raw: bytes, shown: str) -> tuple[dict, list[PartInfo]]:
-    """Decode and validate the header JSON by hand, so no hostile value can surface as anything
-    but PackageError."""
-    try:
-        text = raw.decode("utf-8")
-        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise PackageError(f"{shown} has a header that is not UTF-8: {_REMEDY_CORRUPT}") from None
-    except RecursionError:
-        raise PackageError(f"{shown} has a header nested too deeply to read: {_REMEDY_CORRUPT}") from None
-    except ValueError as e:  # JSONDecodeError, duplicate keys, NaN, oversized integers
-        detail = _show(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]
-        raise PackageError(
-            f"{shown} has a header that is not valid JSON ({detail}): {_REMEDY_CORRUPT}"
-        ) from None
-    try:
-        return _check_header(header)
-    except _HeaderInvalid as e:
-        raise PackageError(f"{shown} has an invalid header ({e}): {_REMEDY_CORRUPT}") from None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    # Duplicate keys would let two readers disagree about what a package contains.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise ValueError(f"duplicate key {_show(dup)[:80]!r}")
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _check_header(header: Any) -> tuple[dict, list[PartInfo]]:
-    if not isinstance(header, dict):
-        raise _HeaderInvalid(f"expected a JSON object, got {_json_type(header)}")
-    if set(header) != _HEADER_KEYS:
-        raise _HeaderInvalid(f"expected exactly the keys manifest and parts, got {_list_names(header)}")
-    manifest, parts = header["manifest"], header["parts"]
-    if not isinstance(manifest, dict):
-        raise _HeaderInvalid(f"manifest must be an object, got {_json_type(manifest)}")
-    if not isinstance(parts, list):
-        raise _HeaderInvalid(f"parts must be an array, got {_json_type(parts)}")
-    infos, names, next_offset = [], set(), 0
-    for index, entry in enumerate(parts):
-        info = _check_part(index, entry)
-        if info.name in names:
-            raise _HeaderInvalid(f"part name {info.name!r} appears twice")
-        if info.offset != next_offset:
-            raise _HeaderInvalid(
-                f"part {info.name!r} starts at offset {info.offset} but must start at {next_offset} "
-                "(parts are stored back to back, in header order, without overlap or gaps)"
-            )
-        names.add(info.name)
-        next_offset += info.stored_size
-        infos.append(info)
-    return manifest, infos
-
-
-def _check_part(index: int, entry: Any) -> PartInfo:
-    where = f"part {index}"
-    if not isinstance(entry, dict):
-        raise _HeaderInvalid(f"{where} must be an object, got {_json_type(entry)}")
-    if set(entry) != _PART_KEYS:
-        raise _HeaderInvalid(
-            f"{where} must have exactly the keys {', '.join(sorted(_PART_KEYS))}, got {_list_names(entry)}"
-        )
-    name = entry["name"]
-    if not isinstance(name, str):
-        raise _HeaderInvalid(f"{where} name must be a string, got {_json_type(name)}")
-    problem = _name_problem(name)
-    if problem:
-        raise _HeaderInvalid(f"{where} name {_show(name)[:80]!r} is invalid: {problem}")
-    where = f"part {name!r}"
-    codec = entry["codec"]
-    if not isinstance(codec, str) or codec not in _CODECS:
-        raise _HeaderInvalid(
-            f"{where} has unknown codec {_show(repr(codec))[:40]} (known: {', '.join(_CODECS)})"
-        )
-    offset, stored, raw = (
-        _non_negative_int(where, key, entry[key]) for key in ("offset", "stored_size", "raw_size")
-    )
-    if raw > MAX_PART_BYTES:
-        raise _HeaderInvalid(f"{where} declares {raw} raw bytes, over the {MAX_PART_BYTES}-byte limit")
-    if codec == "none" and stored != raw:
-        raise _HeaderInvalid(f"{where} is stored uncompressed but stored_size {stored} != raw_size {raw}")
-    digest = entry["sha256"]
-    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-        raise _HeaderInvalid(f"{where} sha256 must be 64 lowercase hex characters")
-    return PartInfo(name, codec, offset, stored, raw, digest)
-
-
-def _non_negative_int(where: str, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _HeaderInvalid(f"{where} {key} must be a non-negative integer, got {_show(repr(value))[:40]}")
-    return value
-
-
-def _name_problem(name: Any) -> str | None:
-    """Why ``name`` is not a valid part name, or None. Names may become file names on extraction,
-    so anything path-like is refused."""
-    if not isinstance(name, str):
-        return f"must be a string, got {type(name).__name__}"
-    if not name:
-        return "must not be empty"
-    if len(name) > _MAX_NAME_CHARS:
-        return f"must be at most {_MAX_NAME_CHARS} characters (got {len(name)})"
-    if "/" in name or "\\" in name:
-        return "must not contain '/' or '\\'"
-    if ".." in name:
-        return "must not contain '..'"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
-        return "must not contain NUL or other control characters"
-    return None
+    """Decode and validate the header (see :mod:`slimship.package._header`); PackageError on any problem."""
+    manifest, fields = _header._parse_header(raw, shown, MAX_PART_BYTES)
+    return manifest, [PartInfo(*f) for f in fields]
 
 
 # -------------------------------------------------------------------------------------- decoding
@@ -643,31 +527,3 @@ def _decode(codec: str, stored: bytes | memoryview, raw_size: int) -> bytes:
     if d.unused_data:
         raise _DecodeFailed(f"{len(d.unused_data)} stray bytes follow the compressed stream")
     return raw
-
-
-# ----------------------------------------------------------------------------------------- misc
-
-
-def _show(value: Any) -> str:
-    """Render a path or name for a one-line message: control characters are escaped."""
-    text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def _list_names(mapping: Any, limit: int = 10) -> str:
-    names = [_show(n)[:80] for n in list(mapping)[: limit + 1]]
-    if not names:
-        return "none"
-    more = ", ..." if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    names = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
-    return names.get(type(value), type(value).__name__)
