@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,9 +88,13 @@ def read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as e:  # safetensors raises several types for a bad header
             raise ModelError(f"cannot read safetensors file {path}: {e}") from None
+        # safetensors does not keep insertion order (keys come back sorted); a natural sort ("blocks.2" before
+        # "blocks.10") is the best order we can recover for mapping a foreign layout. A torch file keeps the
+        # true order, so prefer it for foreign layouts; shapes and leaf names are verified either way.
+        return {k: state[k] for k in sorted(state, key=_natural_key)}
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -100,6 +105,10 @@ def read_state_dict(path: Path, trust_pickle: bool = False) -> dict[str, torch.T
             ) from None
         obj = _convert_trusted_pickle(path)
     return _unwrap(obj, path)
+
+
+def _natural_key(key: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
 def _convert_trusted_pickle(path: Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,102 @@
+"""Transfer: probe, fine-tune (full / partial / gradual unfreezing / layer-wise LR decay) and the scratch baseline.
+
+:func:`transfer_model` runs what the recipe's ``transfer`` section asks for and returns one entry per model
+(``probe``, ``finetuned`` and ``scratch``), plus ``dense``: the transferred model compression starts from.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from slimship.transfer.finetune import TrainConfig, accuracy, train
+from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
+
+
+def _train_config(t, *, budget, lr, bn, seed, freeze_stages=0, gradual=False, layer_decay=None) -> TrainConfig:
+    return TrainConfig(
+        epochs=budget.epochs, seconds=budget.seconds, lr=lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
+        label_smoothing=t.label_smoothing, bn=bn, freeze_stages=freeze_stages, gradual_unfreeze=gradual,
+        layer_decay=layer_decay, hflip=t.augment.hflip, shift=t.augment.shift, evals=t.evals, seed=seed,
+    )
+
+
+def _key(*parts) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_key: str, rep) -> dict:
+    """Run the transfer section. ``build(weights)`` makes a fresh model (weights None → random init)."""
+    t = recipe.transfer
+    X, Y = train_data
+    VX, VY = val_data
+    K = int(Y.max().item()) + 1 if len(Y) else 0
+    results: dict = {}
+    tdict = t.model_dump(mode="json")
+
+    # -- linear probe (also the head initialisation of LP-FT) --
+    probe_key = _key(base_key, "probe")
+    probe_model = copy.deepcopy(model)
+    hit = cache.load(probe_key, probe_model)
+    if hit is None:
+        t0 = time.perf_counter()
+        task = rep.task("features", total=len(X) + len(VX))
+        f_tr = extract_features(probe_model, X, pre, task=task)
+        f_va = extract_features(probe_model, VX, pre, task=task)
+        task.done()
+        w, b, info = fit_linear_head(f_tr, Y, f_va, VY, probe_model.get_classifier().out_features)
+        set_head_(probe_model, w, b)
+        info["seconds"] = time.perf_counter() - t0
+        cache.save(probe_key, {"notes": info}, probe_model)
+    else:
+        info = hit["notes"]
+    rep.log(f"probe: val {info['val_accuracy']:.4f} (L2 {info['l2']}, {info['seconds']:.0f} s)")
+    results["probe"] = {"name": "probe", "kind": "probe", "model": probe_model.eval(), "seconds": info["seconds"],
+                        "notes": {"l2": info["l2"]}, "key": probe_key}
+
+    if t.strategy == "probe":
+        results["dense"] = results["probe"]
+    else:
+        ft_key = _key(base_key, tdict)
+        ft_model = copy.deepcopy(probe_model if t.head_init == "probe" else model)
+        hit = cache.load(ft_key, ft_model)
+        if hit is None:
+            cfg = _train_config(t, budget=t.budget, lr=t.lr, bn=t.bn, seed=recipe.seed,
+                                freeze_stages=t.freeze_stages if t.strategy == "partial" else 0,
+                                gradual=t.gradual_unfreeze, layer_decay=t.layer_decay)
+            r = train(ft_model, X, Y, VX, VY, pre, cfg, progress=rep, desc=t.strategy)
+            notes = {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}
+            cache.save(ft_key, {"notes": notes, "seconds": r.seconds}, ft_model)
+            secs = r.seconds
+        else:
+            notes, secs = hit["notes"], hit["seconds"]
+        rep.log(f"{t.strategy}: val {max(h['val_accuracy'] for h in notes['history']):.4f} "
+                f"({notes['steps']} steps, {notes['images_per_second']} img/s, {secs:.0f} s)")
+        results["finetuned"] = {"name": "finetuned", "kind": t.strategy, "model": ft_model.eval(), "seconds": secs,
+                                "notes": notes, "key": ft_key}
+        results["dense"] = results["finetuned"]
+
+    if t.scratch_baseline:
+        sc_key = _key(base_key, tdict, "scratch")
+        sc_model = build(None).model
+        hit = cache.load(sc_key, sc_model)
+        if hit is None:
+            cfg = _train_config(t, budget=t.scratch_budget or t.budget, lr=t.scratch_lr, bn="train", seed=recipe.seed)
+            r = train(sc_model, X, Y, VX, VY, pre, cfg, progress=rep, desc="scratch")
+            notes = {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}
+            cache.save(sc_key, {"notes": notes, "seconds": r.seconds}, sc_model)
+            secs = r.seconds
+        else:
+            notes, secs = hit["notes"], hit["seconds"]
+        rep.log(f"scratch: val {max(h['val_accuracy'] for h in notes['history']):.4f} ({notes['steps']} steps, {secs:.0f} s)")
+        results["scratch"] = {"name": "scratch", "kind": "scratch", "model": sc_model.eval(), "seconds": secs,
+                              "notes": notes, "key": sc_key}
+    return results
+
+
+__all__ = ["transfer_model", "TrainConfig", "train", "accuracy"]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for slimship: the Debian data package, a virtualenv in .venv, torch, slimship.
+# Idempotent and quick when nothing changed (a stamp records what was installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# 1. Real data for the demo and the tests: Fashion-MNIST from Debian (idx files under /usr/share/datasets).
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing dataset-fashion-mnist (apt)"
+  $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
+fi
+
+# 2. Python environment. torch/torchvision are pinned to the builds this machine kind serves from local disk
+#    (PyPI's torchvision does not import beside the older CPU torch wheel; see shared REFERENCE.md).
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.slimship-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  .venv/bin/python -m pip install -q -e ".[weights,test]"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,196 @@
+"""The Python API: ``run(recipe, out)`` does model → transfer → compress → evaluate → package.
+
+Every stage's result is cached under ``OUT/.work`` keyed by the hash of what produced it, so an interrupted
+run resumes where it stopped, and a re-run with a changed compression plan does not redo the transfer.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from slimship.errors import SlimshipError
+from slimship.progress import Reporter
+from slimship.recipe import Recipe, recipe_to_dict
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _Cache:
+    """Stage results under OUT/.work: safetensors state + JSON side data (+ ONNX bytes)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def load(self, key: str, model=None):
+        meta = self.root / f"{key}.json"
+        if not meta.exists():
+            return None
+        info = json.loads(meta.read_text())
+        if model is not None:
+            from safetensors.torch import load_file
+
+            from slimship.models.rebuild import apply_arch_edits_
+
+            apply_arch_edits_(model, info.get("arch_edits", {}))
+            model.load_state_dict(load_file(str(self.root / f"{key}.safetensors")))
+        onnx_path = self.root / f"{key}.onnx"
+        info["onnx"] = onnx_path.read_bytes() if onnx_path.exists() else None
+        return info
+
+    def save(self, key: str, info: dict, model=None, onnx: bytes | None = None) -> None:
+        if model is not None:
+            from safetensors.torch import save_file
+
+            tmp = self.root / f".{key}.safetensors.tmp"
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+            os.replace(tmp, self.root / f"{key}.safetensors")
+        if onnx is not None:
+            tmp = self.root / f".{key}.onnx.tmp"
+            tmp.write_bytes(onnx)
+            os.replace(tmp, self.root / f"{key}.onnx")
+        _atomic_write_text(self.root / f"{key}.json", json.dumps(info, default=str))  # written last: the commit
+
+
+def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False) -> dict:
+    """Execute ``recipe`` and write OUT/{metrics.json, report.md, run.log, model.slim, packages/*.slim}.
+
+    Returns the metrics dictionary (the content of metrics.json). Raises SlimshipError for bad input.
+    """
+    import torch
+
+    from slimship.compress import METHODS, ModelState
+    from slimship.compress.handlers import CompressContext
+    from slimship.data import load_dataset
+    from slimship.data.split import stratified_subsample
+    from slimship.data.transforms import Preprocessing, resize_uint8
+    from slimship.evaluate.measure import measure_and_pack, test_inputs
+    from slimship.evaluate.report import render_markdown, select_winner
+    from slimship.models import create_model
+    from slimship.transfer import transfer_model
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
+    out.mkdir(parents=True, exist_ok=True)
+    if fresh and (out / ".work").exists():
+        shutil.rmtree(out / ".work")
+    rep = Reporter(out / "run.log", quiet=quiet)
+    t_start = time.perf_counter()
+    torch.manual_seed(recipe.seed)
+    cache = _Cache(out / ".work")
+    rd = recipe_to_dict(recipe)
+    try:
+        # ---- data ------------------------------------------------------------------------------------
+        d = recipe.data
+        splits = load_dataset(d.source, test=d.test, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+                              train_limit=d.train_limit, test_limit=d.test_limit, seed=recipe.seed)
+        if d.val_limit and len(splits.val) > d.val_limit:
+            splits.val = splits.val.subset(stratified_subsample(splits.val.labels, d.val_limit, recipe.seed))
+            splits.info.setdefault("sizes", {})["val"] = len(splits.val)
+        size = recipe.model.image_size
+        rep.log(f"data {d.source}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test, "
+                f"{splits.num_classes} classes, {splits.channels} channel(s), resized to {size}x{size}")
+        X, VX, TX = (resize_uint8(s.images, size) for s in (splits.train, splits.val, splits.test))
+        Y, VY, TY = (torch.from_numpy(s.labels.astype("int64")) for s in (splits.train, splits.val, splits.test))
+
+        # ---- model + transfer --------------------------------------------------------------------------
+        m = recipe.model
+
+        def build(weights):
+            return create_model(m.architecture, splits.num_classes, weights=weights, image_size=size,
+                                trust_pickle=m.trust_pickle, mean=tuple(m.mean) if m.mean else None,
+                                std=tuple(m.std) if m.std else None)
+
+        built = build(m.weights)
+        rep.log(f"model {m.architecture}: weights {built.weights_report.get('source')} "
+                f"({built.weights_report.get('layout', '-')}, {built.weights_report.get('loaded', 0)} tensors)")
+        pre = Preprocessing(size, splits.channels, built.mean, built.std)
+        base_key = _key(rd["model"], rd["data"], recipe.seed)
+        results = transfer_model(recipe, built.model, build, (X, Y), (VX, VY), pre, cache, base_key, rep)
+        dense = results["dense"]
+
+        # ---- compress ----------------------------------------------------------------------------------
+        ctx = CompressContext(X, Y, VX, VY, pre, dense["model"], lambda: build(None).model, rep.log, rep, recipe.seed)
+        states: dict[str, tuple[ModelState, float]] = {}
+        memo: dict[str, ModelState] = {}
+        for cand in recipe.compress.candidates:
+            state = ModelState(model=dense["model"])
+            t0 = time.perf_counter()
+            for i, step in enumerate(cand.steps):
+                k = _key(dense["key"], [s.model_dump(mode="json") for s in cand.steps[: i + 1]])
+                if k in memo:
+                    state = memo[k]
+                    continue
+                model_shell = build(None).model
+                hit = cache.load(k, model_shell)
+                if hit is not None:
+                    rep.log(f"{cand.name}: step {i + 1} ({step.method}) restored from cache")
+                    state = ModelState(model=model_shell.eval(), onnx=hit["onnx"], arch_edits=hit.get("arch_edits", {}),
+                                       notes=hit.get("notes", {}))
+                else:
+                    rep.log(f"{cand.name}: step {i + 1}/{len(cand.steps)} {step.method}")
+                    state = METHODS.get(step.method).handler(state, step, ctx)
+                    cache.save(k, {"arch_edits": state.arch_edits, "notes": state.notes}, state.model, state.onnx)
+                memo[k] = state
+            states[cand.name] = (state, time.perf_counter() - t0)
+
+        # ---- evaluate + package ------------------------------------------------------------------------
+        from slimship.models.export import export_onnx
+
+        val_in, test_in = test_inputs(VX, VY, pre), test_inputs(TX, TY, pre)
+        pkg_dir = out / "packages"
+        pkg_dir.mkdir(exist_ok=True)
+        base_pack = {"architecture": m.architecture, "class_names": splits.class_names, "preprocessing": pre, "recipe": rd}
+        entries = []
+        ev = recipe.evaluate
+        todo = [(name, r, False) for name, r in results.items() if name != "dense"]
+        for name, (state, secs) in states.items():
+            todo.append((name, {"model": state.model, "onnx": state.onnx, "arch_edits": state.arch_edits,
+                                "notes": state.notes, "seconds": secs, "kind": "compressed"}, True))
+        for name, r, compressed in todo:
+            rep.log(f"measuring {name}")
+            onnx = r.get("onnx") or export_onnx(r["model"], size)
+            extra = {"train_seconds": round(r.get("seconds", 0.0), 1), "notes": r.get("notes", {})}
+            entries.append(measure_and_pack(
+                name=name, kind=r["kind"], model=r["model"], onnx=onnx, path=pkg_dir / f"{name}.slim",
+                pack_args={**base_pack, "arch_edits": r.get("arch_edits", {})}, val=val_in, test=test_in,
+                compressed=compressed, batch_sizes=ev.batch_sizes, runs=ev.latency_runs,
+                pytorch_latency=(r is dense), extra=extra,
+            ))
+        winner = select_winner(entries, dense_name=dense["name"], budget_points=recipe.compress.accuracy_budget)
+        shutil.copyfile(pkg_dir / f"{winner['name']}.slim", out / ".model.slim.tmp")
+        os.replace(out / ".model.slim.tmp", out / "model.slim")
+        metrics = {
+            "slimship_version": __import__("slimship").__version__,
+            "recipe": recipe.name,
+            "dataset": {**splits.info, "class_names": splits.class_names, "num_classes": splits.num_classes,
+                        "image_size": size, "preprocessing": pre.to_dict()},
+            "reference": dense["name"],
+            "accuracy_budget_points": recipe.compress.accuracy_budget,
+            "selected": winner["name"],
+            "package": str(out / "model.slim"),
+            "models": entries,
+            "wall_seconds": round(time.perf_counter() - t_start, 1),
+            "threads": torch.get_num_threads(),
+        }
+        _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        _atomic_write_text(out / "report.md", render_markdown(metrics))
+        rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({winner['name']})")
+        return metrics
+    finally:
+        rep.close()

@@ -1,0 +1,40 @@
+"""slimship list: what data sources, model sources, transfer strategies and compression methods exist."""
+
+HELP = "list data sources, model sources, transfer strategies and compression methods"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args) -> int:
+    import json
+
+    from slimship.compress import METHODS
+    from slimship.data import SOURCES
+    from slimship.models.weights import WEIGHT_PACKAGES
+
+    sections = {
+        "data sources": [(e.name, e.help) for e in SOURCES.list()],
+        "model sources": [("timm:<architecture>", "any timm architecture by name (random init or weights below)"),
+                          ("<file>.safetensors", "local safetensors state_dict (native or foreign layout)"),
+                          ("<file>.pth/.pt/.bin", "local torch state_dict, loaded tensors-only; pickles need trust_pickle")]
+        + [(e.name, e.help) for e in WEIGHT_PACKAGES.list()],
+        "transfer strategies": [
+            ("probe", "frozen backbone; features computed once and cached; logistic-regression head"),
+            ("finetune", "all layers; options: head_init probe (LP-FT), gradual_unfreeze, layer_decay"),
+            ("partial", "freeze the first freeze_stages stages, fine-tune the rest"),
+            ("scratch", "baseline beside every run: same architecture, random init, same budget"),
+        ],
+        "compression methods": [(e.name, e.help) for e in METHODS.list()],
+    }
+    if args.json:
+        print(json.dumps({k: [{"name": n, "help": h} for n, h in v] for k, v in sections.items()}, indent=2))
+        return 0
+    for title, rows in sections.items():
+        print(f"{title}:")
+        w = max(len(n) for n, _ in rows)
+        for n, h in rows:
+            print(f"  {n.ljust(w)}  {h}")
+        print()
+    return 0

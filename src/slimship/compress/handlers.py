@@ -1,0 +1,92 @@
+"""Handlers for the built-in compression methods (registered in slimship.compress).
+
+Each handler receives the current :class:`ModelState`, its config and a :class:`CompressContext` with the
+data and the dense teacher; it returns a new state and never touches the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from slimship.compress import ModelState, register_method
+from slimship.compress.int8 import Int8Config, quantize_int8
+from slimship.compress.prune_channels import PruneChannelsConfig, prune_channels_
+
+
+@dataclass
+class CompressContext:
+    train_x: Any  # uint8 torch [N,C,H,W]
+    train_y: Any
+    val_x: Any
+    val_y: Any
+    pre: Any  # Preprocessing
+    teacher: Any  # dense fine-tuned nn.Module (eval mode)
+    fresh_model: Callable[[], Any]  # builds the untouched architecture (for arch_edits)
+    log: Callable[[str], None]
+    progress: Any = None
+    seed: int = 0
+
+
+def _val_scorer(ctx: CompressContext) -> Callable[[bytes], float]:
+    from slimship.data.transforms import to_model_input_np
+    from slimship.evaluate.runtime import ort_logits, ort_session
+
+    vx = to_model_input_np(ctx.val_x.numpy(), ctx.pre)
+    vy = ctx.val_y.numpy()
+    return lambda onnx: float((ort_logits(ort_session(onnx), vx).argmax(1) == vy).mean())
+
+
+@register_method("int8", Int8Config, terminal=True,
+                 help="static int8 (per-channel weights, calibrated activations) for ONNX Runtime; searched on validation")
+def _int8(state: ModelState, cfg: Int8Config, ctx: CompressContext) -> ModelState:
+    from slimship.data.transforms import to_model_input_np
+    from slimship.models.export import export_onnx
+
+    fp32 = export_onnx(state.model, ctx.pre.image_size)
+    rng = np.random.default_rng(ctx.seed)
+    idx = rng.permutation(len(ctx.train_x))[: cfg.calibration_images]
+    calib = to_model_input_np(ctx.train_x[np.sort(idx)].numpy(), ctx.pre)
+    res = quantize_int8(fp32, calib, _val_scorer(ctx), cfg, log=ctx.log)
+    return ModelState(model=state.model, onnx=res.onnx, arch_edits=state.arch_edits,
+                      notes={**state.notes, "int8": {"choice": res.choice, "trials": res.trials}})
+
+
+@register_method("prune_channels", PruneChannelsConfig,
+                 help="structured channel pruning (Torch-Pruning) in rounds with BN re-estimation and distilled recovery")
+def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressContext) -> ModelState:
+    import torch
+
+    from slimship.data.transforms import to_model_input
+    from slimship.models.rebuild import arch_edits
+    from slimship.transfer.finetune import TrainConfig, train
+
+    model = copy.deepcopy(state.model)
+    n = len(ctx.train_x)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    idx = torch.randperm(n, generator=gen)[: min(n, 1024)]
+    calib = [to_model_input(ctx.train_x[idx[i : i + 64]], ctx.pre) for i in range(0, len(idx), 64)]
+    rec = cfg.recovery
+
+    def recover(m, rnd: int) -> None:
+        tc = TrainConfig(
+            seconds=rec.seconds / cfg.steps if rec.seconds else None,
+            epochs=rec.epochs / cfg.steps if rec.epochs else None,
+            lr=rec.lr, kd_alpha=rec.kd_alpha, kd_temperature=rec.kd_temperature,
+            warmup=0.02, evals=1, seed=ctx.seed + rnd, bn="frozen",
+        )
+        r = train(m, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, tc, teacher=ctx.teacher,
+                  progress=ctx.progress, desc=f"recover {rnd + 1}/{cfg.steps}")
+        ctx.log(f"recovery round {rnd + 1}: val {r.best_val_accuracy:.4f} ({r.steps} steps, {r.images_per_second:.0f} img/s)")
+
+    def loss_batches():
+        j = idx[:128]
+        return [(to_model_input(ctx.train_x[j], ctx.pre), ctx.train_y[j])]
+
+    example = to_model_input(ctx.train_x[:1], ctx.pre)
+    info = prune_channels_(model, cfg, example, calib, recover, loss_batches, log=ctx.log)
+    edits = arch_edits(ctx.fresh_model(), model)
+    return ModelState(model=model, arch_edits=edits, notes={**state.notes, "prune_channels": info})

@@ -1,0 +1,93 @@
+"""Choose the shipped model and write the human report."""
+
+from __future__ import annotations
+
+from slimship.errors import SlimshipError
+
+
+def select_winner(entries: list[dict], *, dense_name: str, budget_points: float) -> dict:
+    """Smallest compressed package whose *validation* accuracy is within the budget of the dense model.
+
+    Falls back to the dense model when no candidate qualifies. Marks each entry's ``within_budget``.
+    """
+    dense = next((e for e in entries if e["name"] == dense_name), None)
+    if dense is None:
+        raise SlimshipError(f"internal: reference model {dense_name} was not measured")
+    floor = dense["val_accuracy"] - budget_points / 100.0
+    for e in entries:
+        e["within_budget"] = bool(e["val_accuracy"] >= floor - 1e-12)
+    ok = [e for e in entries if e["compressed"] and e["within_budget"]]
+    return min(ok, key=lambda e: e["size_bytes"]) if ok else dense
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def comparison_rows(metrics: dict) -> list[dict]:
+    """The figures of the comparison table, relative to the dense reference (ONNX Runtime fp32)."""
+    ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    rows = []
+    for e in metrics["models"]:
+        lat = e["latency_ms"]
+        rows.append({
+            "name": e["name"] + (" *" if e["name"] == metrics["selected"] else ""),
+            "accuracy": f"{100 * e['accuracy']:.2f}",
+            "delta": f"{100 * (e['accuracy'] - ref['accuracy']):+.2f}",
+            "val": f"{100 * e['val_accuracy']:.2f}",
+            "size": _mb(e["size_bytes"]),
+            "smaller": f"{ref['size_bytes'] / e['size_bytes']:.2f}x",
+            "params": f"{e['params'] / 1e6:.2f}M",
+            "nonzero": f"{e['nonzero_params'] / 1e6:.2f}M",
+            "macs": f"{e['macs'] / 1e6:.1f}M",
+            "b1": f"{lat.get('batch1', float('nan')):.2f}",
+            "b64": f"{lat.get('batch64', float('nan')):.1f}",
+            "speedup": " / ".join(f"{ref['latency_ms'][k] / v:.2f}x" for k, v in lat.items()),
+        })
+    return rows
+
+
+COLUMNS = [("name", "model"), ("accuracy", "test acc %"), ("delta", "Δ vs dense"), ("val", "val acc %"),
+           ("size", "package"), ("smaller", "× smaller"), ("params", "params"), ("nonzero", "nonzeros"),
+           ("macs", "MACs"), ("b1", "ms b1"), ("b64", "ms b64"), ("speedup", "speed-up b1 / b64")]
+
+
+def render_markdown(metrics: dict) -> str:
+    ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    ds = metrics["dataset"]
+    lines = [
+        f"# slimship report: {metrics['recipe']}",
+        "",
+        f"Data: `{ds.get('source')}`: {ds['sizes']['train']} train / {ds['sizes']['val']} val / "
+        f"{ds['sizes']['test']} test images, {ds['num_classes']} classes, at {ds['image_size']}×{ds['image_size']}. "
+        f"Test split: {ds.get('test_from')}.",
+        "",
+        "Accuracy is on the held-out test split, measured on the deploy graph read back from each package, in "
+        "ONNX Runtime on the CPU; size is the package file on disk; latency is the median of repeated runs "
+        f"after warm-up ({metrics['threads']} threads). `*` marks the shipped model (the smallest package within "
+        f"{metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on validation data).",
+        "",
+        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for r in comparison_rows(metrics):
+        lines.append("| " + " | ".join(r[k] for k, _ in COLUMNS) + " |")
+    lines.append("")
+    pt = ref.get("pytorch_eager_latency_ms")
+    if pt:
+        lines.append(f"The dense model in PyTorch eager: {pt.get('batch1', 0):.2f} ms at batch 1, "
+                     f"{pt.get('batch64', 0):.1f} ms at batch 64 (ONNX Runtime fp32 above is the baseline to beat).")
+    sc = next((e for e in metrics["models"] if e["name"] == "scratch"), None)
+    if sc:
+        lines.append(f"Transfer vs scratch (same architecture, same budget): "
+                     f"{100 * (ref['accuracy'] - sc['accuracy']):+.2f} points.")
+    lines.append("")
+    for e in metrics["models"]:
+        int8 = e.get("notes", {}).get("int8")
+        if int8:
+            lines.append(f"- `{e['name']}` int8 settings chosen on validation: {int8['choice']}")
+        pr = e.get("notes", {}).get("prune_channels")
+        if pr:
+            lines.append(f"- `{e['name']}` pruning: MACs {pr['macs_before'] / 1e6:.1f}M → {pr['macs_after'] / 1e6:.1f}M, "
+                         f"params {pr['params_before'] / 1e6:.2f}M → {pr['params_after'] / 1e6:.2f}M")
+    return "\n".join(lines) + "\n"

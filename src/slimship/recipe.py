@@ -1,0 +1,211 @@
+"""The recipe: one versioned YAML file that says what to transfer, how to compress, what to measure.
+
+Validation is strict (unknown keys are errors, with a suggestion) so that a typo never silently falls back
+to a default. Every error is reported as one line naming the field, what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from slimship.compress import METHODS
+from slimship.errors import RecipeError
+
+RECIPE_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(_Strict):
+    """Training budget: epochs over the training split, or wall-clock seconds (one of them)."""
+
+    epochs: float | None = Field(None, gt=0)
+    seconds: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.epochs is None) == (self.seconds is None):
+            raise ValueError("give exactly one of epochs or seconds")
+        return self
+
+
+class ModelSection(_Strict):
+    architecture: str
+    weights: str | None = Field(None, description="weight package name, .safetensors/.pth path, or none")
+    trust_pickle: bool = False
+    image_size: int = Field(64, ge=8, le=1024)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+class DataSection(_Strict):
+    source: str
+    test: str | None = None
+    val_fraction: float = Field(0.1, gt=0, lt=0.9)
+    test_fraction: float = Field(0.2, gt=0, lt=0.9)
+    train_limit: int | None = Field(None, ge=2)
+    val_limit: int | None = Field(None, ge=2)
+    test_limit: int | None = Field(None, ge=2)
+
+
+class Augment(_Strict):
+    hflip: bool = True
+    shift: int = Field(0, ge=0, le=32)
+
+
+class TransferSection(_Strict):
+    strategy: Literal["probe", "finetune", "partial"] = "finetune"
+    head_init: Literal["probe", "random"] = "random"  # "probe" = LP-FT; needs a lower lr (~1e-4)
+    budget: Budget = Budget(seconds=120)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    batch_size: int = Field(64, ge=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    bn: Literal["frozen", "train"] = "frozen"
+    freeze_stages: int = Field(0, ge=0)
+    gradual_unfreeze: bool = False
+    layer_decay: float | None = Field(None, gt=0, le=1)
+    augment: Augment = Augment()
+    evals: int = Field(5, ge=1, le=100)
+    scratch_baseline: bool = True
+    scratch_budget: Budget | None = None  # default: the same budget as the transfer
+    scratch_lr: float = Field(2e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _partial(self):
+        if self.strategy == "partial" and self.freeze_stages == 0:
+            raise ValueError("strategy partial needs freeze_stages >= 1 (how many stages from the input stay frozen)")
+        return self
+
+
+# The step union is built from the method registry, so registering a method makes it usable in recipes.
+CompressStep = Annotated[Union[tuple(e.obj.config for e in METHODS.list())], Field(discriminator="method")]
+
+
+class Candidate(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+    steps: list[CompressStep] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _int8_last(self):
+        for s in self.steps[:-1]:
+            if METHODS.get(s.method).terminal:
+                raise ValueError(f"{s.method} produces the deploy graph and must be the last step of a candidate")
+        return self
+
+
+class CompressSection(_Strict):
+    accuracy_budget: float = Field(1.0, ge=0, description="points below the dense model, on validation")
+    candidates: list[Candidate] = []
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [c.name for c in self.candidates]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"candidate names must be unique: {sorted(dup)}")
+        return self
+
+
+class EvaluateSection(_Strict):
+    batch_sizes: list[int] = [1, 64]
+    latency_runs: int = Field(30, ge=3)
+
+
+class Recipe(_Strict):
+    version: int = RECIPE_VERSION
+    name: str = "run"
+    seed: int = 0
+    model: ModelSection
+    data: DataSection
+    transfer: TransferSection = TransferSection()
+    compress: CompressSection = CompressSection()
+    evaluate: EvaluateSection = EvaluateSection()
+
+    @model_validator(mode="after")
+    def _version(self):
+        if self.version > RECIPE_VERSION:
+            raise ValueError(f"recipe version {self.version} is newer than this slimship reads ({RECIPE_VERSION}): upgrade slimship")
+        return self
+
+
+# ---- loading and error reporting -------------------------------------------------------------------------
+
+
+def _allowed_fields(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names allowed at ``loc`` (walks nested models, lists and the step union)."""
+    cls: Any = model_cls
+    for part in loc:
+        if isinstance(part, int) or cls is None:
+            continue
+        if part in METHODS:  # a discriminated-union member
+            cls = METHODS.get(part).config
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cls = _model_in(field.annotation)
+    return list(getattr(cls, "model_fields", {}))
+
+
+def _model_in(tp: Any):
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for a in getattr(tp, "__args__", ()) or ():
+        found = _model_in(a)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(e: ValidationError, where: str = "recipe") -> str:
+    msgs = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(Recipe, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            msgs.append(f"unknown field {path!r}{hint}; allowed here: {', '.join(allowed)}")
+        elif err["type"] == "missing":
+            msgs.append(f"missing field {path!r}")
+        elif err["type"] in ("literal_error", "union_tag_invalid"):
+            msgs.append(f"{path}: {err['msg']}".replace("Input should be", "must be"))
+        else:
+            msgs.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return f"{where}: " + "; ".join(msgs)
+
+
+def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping of sections (model, data, transfer, compress), got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(format_validation_error(e, where)) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe {p} not found: create one with `slimship init --model NAME --data PATH > {p}`")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"recipe {p} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    return parse_recipe(data, str(p))
+
+
+def recipe_to_dict(r: Recipe) -> dict:
+    return r.model_dump(mode="json")

@@ -1,0 +1,75 @@
+"""Linear probe: features from the frozen backbone, computed once, and a logistic-regression head.
+
+The probe is a strategy of its own and, by default, the head initialisation of the full fine-tune
+(LP-FT): starting from a fitted head keeps the first fine-tuning steps from wrecking pretrained features
+with gradients from a random classifier.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimship.data.transforms import Preprocessing, to_model_input
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 128, task=None) -> torch.Tensor:
+    """Pooled pre-logit features [N, D] of uint8 images [N,C,H,W] (model in eval mode)."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_model_input(images[i : i + batch_size], pre)
+        out.append(model.forward_head(model.forward_features(x), pre_logits=True))
+        if task is not None:
+            task.advance(len(x))
+    return torch.cat(out)
+
+
+def fit_linear_head(
+    train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor, num_classes: int,
+    l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2),
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Multinomial logistic regression (L-BFGS) on standardised features; L2 picked on validation.
+
+    Returns (weight [K,D], bias [K], info) already mapped back to the raw feature scale, ready to copy into
+    the model's classifier.
+    """
+    mu = train_f.mean(0)
+    # Floor the scale: near-constant features (dead ReLU6 channels) would otherwise get weights of 1/1e-6
+    # once mapped back to raw scale, and the first fine-tuning step that moves them blows the logits up.
+    sd = train_f.std(0)
+    sd = sd.clamp_min(0.1 * float(sd.mean()) + 1e-8)
+    xt, xv = (train_f - mu) / sd, (val_f - mu) / sd
+    best = None
+    trials = []
+    for l2 in l2_grid:
+        w = torch.zeros(num_classes, xt.shape[1], requires_grad=True)
+        b = torch.zeros(num_classes, requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(xt @ w.T + b, train_y) + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            acc = ((xv @ w.T + b).argmax(1) == val_y).float().mean().item()
+        trials.append({"l2": l2, "val_accuracy": acc})
+        if best is None or acc > best[0]:
+            best = (acc, w.detach().clone(), b.detach().clone(), l2)
+    acc, w, b, l2 = best
+    weight = w / sd
+    bias = b - (w * (mu / sd)).sum(1)
+    return weight, bias, {"l2": l2, "val_accuracy": acc, "trials": trials}
+
+
+def set_head_(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
