@@ -51,7 +51,7 @@ compress:
       steps:
         - method: int8           # static int8, per-channel weights, calibrated on your data, for ONNX Runtime
           calibration: [minmax, percentile]
-          keep_fp32: [none, first_last]
+          keep_fp32: [none]             # or also first_last (stem and classifier in fp32)
           reduce_range: [true]
     - name: pruned30
       steps:
@@ -69,7 +69,7 @@ compress:
           recovery: {{seconds: {recovery}, lr: 0.0005, kd_alpha: 0.7}}
         - method: int8
           calibration: [minmax, percentile]
-          keep_fp32: [none, first_last]
+          keep_fp32: [none]
           reduce_range: [true]
 
 evaluate:

@@ -10,6 +10,8 @@ calibration method / range / kept-fp32 layers scored on the validation split, ne
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import os
 import tempfile
@@ -32,7 +34,7 @@ class Int8Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: Literal["int8"] = "int8"
     calibration: list[Literal["minmax", "percentile", "entropy"]] = ["minmax", "percentile"]
-    keep_fp32: list[Literal["none", "first_last"]] = ["none", "first_last"]
+    keep_fp32: list[Literal["none", "first_last"]] = ["none"]
     reduce_range: list[bool] = [True]
     per_channel: bool = True
     calibration_images: int = Field(512, ge=32)
@@ -127,8 +129,9 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="slimship-int8-") as tmp:
         opt = _optimize(fp32_onnx, tmp)
         for method, keep, rr in itertools.product(cfg.calibration, cfg.keep_fp32, cfg.reduce_range):
-            data = quantize_one(opt, calib, method=method, keep_fp32=keep, reduce_range=rr,
-                                per_channel=cfg.per_channel, percentile=cfg.percentile, tmp=tmp)
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
+                data = quantize_one(opt, calib, method=method, keep_fp32=keep, reduce_range=rr,
+                                    per_channel=cfg.per_channel, percentile=cfg.percentile, tmp=tmp)
             acc = score(data)
             choice = {"calibration": method, "keep_fp32": keep, "reduce_range": rr, "per_channel": cfg.per_channel}
             trials.append({**choice, "val_accuracy": acc, "bytes": len(data)})

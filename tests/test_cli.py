@@ -1,0 +1,145 @@
+"""The CLI end to end on a tiny model and data set, and every bad input a user can cause."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from slimship.cli.main import main
+from tests.conftest import make_images, tiny_recipe
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess (as a user would)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "slimship.cli.main", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def _one_line_error(p: subprocess.CompletedProcess, phrase: str) -> None:
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert phrase in err, err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    x, y = make_images(40, seed=0)
+    xt, yt = make_images(12, seed=1)
+    data = root / "tiny.npz"
+    np.savez(data, x_train=x, y_train=y, x_test=xt, y_test=yt, class_names=np.array(["top", "middle", "bottom"]))
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(str(data))))
+    out = root / "out"
+    p = _cli("run", str(recipe), "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    return root, data, out
+
+
+def test_run_writes_complete_outputs(finished_run):
+    _, _, out = finished_run
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "report.md", "run.log", "model.slim", "packages", ".work"} <= names
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # nothing half-written
+    m = json.loads((out / "metrics.json").read_text())
+    by = {e["name"]: e for e in m["models"]}
+    assert {"probe", "finetuned", "scratch", "int8", "pruned"} <= set(by)
+    for e in m["models"]:
+        assert 0 <= e["accuracy"] <= 1
+        assert e["size_bytes"] == os.path.getsize(e["package"])
+        assert e["params"] >= e["nonzero_params"] > 0 and e["macs"] > 0
+        assert set(e["latency_ms"]) == {"batch1", "batch64"} and e["runtime"] == "onnxruntime"
+    assert by["finetuned"]["accuracy"] > 0.6  # learnable task
+    assert by["int8"]["size_bytes"] < by["finetuned"]["size_bytes"] / 2.5 and by["int8"]["compressed"]
+    assert by["pruned"]["macs"] < by["finetuned"]["macs"]
+    assert m["selected"] in by and "| model |" in (out / "report.md").read_text()
+
+
+def test_eval_reproduces_recorded_accuracy(finished_run):
+    _, data, out = finished_run
+    m = json.loads((out / "metrics.json").read_text())
+    shipped = next(e for e in m["models"] if e["name"] == m["selected"])
+    p = _cli("eval", str(out / "model.slim"), "--data", str(data), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["images"] == 36 and abs(r["accuracy"] - shipped["accuracy"]) <= 0.002
+
+
+def test_predict_inspect_verify(finished_run, tmp_path):
+    _, _, out = finished_run
+    x, y = make_images(1, seed=3)
+    img = tmp_path / "a.png"
+    Image.fromarray(np.repeat(x[0], 3, axis=2)).resize((50, 40)).save(img)  # colour, other size: converted
+    p = _cli("predict", str(out / "model.slim"), str(img), "--json")
+    assert p.returncode == 0, p.stderr
+    top = json.loads(p.stdout)[0]["top"]
+    assert top[0]["class"] in {"top", "middle", "bottom"} and abs(sum(t["probability"] for t in top) - 1) < 1e-3
+    p = _cli("inspect", str(out / "model.slim"), "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["parts"][0]["name"] == "model.onnx"
+    assert _cli("verify", str(out / "model.slim")).returncode == 0
+
+
+def test_rerun_resumes_from_cache(finished_run):
+    root, _, out = finished_run
+    p = _cli("run", str(root / "recipe.yaml"), "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    log = (out / "run.log").read_text()
+    assert "restored from cache" in log
+
+
+def test_corrupted_and_foreign_packages_are_refused(finished_run, tmp_path):
+    _, data, out = finished_run
+    raw = bytearray((out / "model.slim").read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    bad = tmp_path / "bad.slim"
+    bad.write_bytes(bytes(raw))
+    _one_line_error(_cli("eval", str(bad), "--data", str(data)), "modified or corrupted")
+    short = tmp_path / "short.slim"
+    short.write_bytes(bytes(raw[: len(raw) // 3]))
+    _one_line_error(_cli("predict", str(short), str(bad)), "truncated")
+    txt = tmp_path / "notes.slim"
+    txt.write_text("hello")
+    _one_line_error(_cli("inspect", str(txt)), "not a slimship package")
+
+
+def _write(tmp_path: Path, recipe: dict) -> str:
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    return str(p)
+
+
+def test_bad_inputs_get_one_clear_line(tmp_path, tiny_npz):
+    out = str(tmp_path / "o")
+    cases = [
+        (tiny_recipe(str(tiny_npz), model={"architecture": "tf_efficientnet_lite9", "weights": "none"}), "did you mean"),
+        (tiny_recipe(str(tmp_path / "nope")), "does not exist"),
+        (tiny_recipe(str(tiny_npz), model={"architecture": "test_efficientnet", "weights": str(tmp_path / "w.pth")}),
+         "not found"),
+        ({**tiny_recipe(str(tiny_npz)), "compres": {}}, "did you mean 'compress'"),
+    ]
+    for recipe, phrase in cases:
+        _one_line_error(_cli("run", _write(tmp_path, recipe), "--out", out, "--quiet"), phrase)
+    one = tmp_path / "one"
+    (one / "only").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(one / "only" / "a.png")
+    _one_line_error(_cli("run", _write(tmp_path, tiny_recipe(str(one))), "--out", out, "--quiet"), "two classes")
+    _one_line_error(_cli("run", str(tmp_path / "missing.yaml"), "--out", out), "not found")
+    assert not [p for p in (tmp_path / "o").rglob("*") if p.is_file() and p.name != "run.log"] if (tmp_path / "o").exists() else True
+
+
+def test_list_and_init(capsys, tmp_path):
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"int8", "prune_channels"} <= {e["name"] for e in listed["compression methods"]}
+    assert main(["init", "--model", "test_efficientnet", "--data", "fashion-mnist", "--out", str(tmp_path / "r.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "r.yaml").read_text())["model"]["architecture"] == "test_efficientnet"
