@@ -11,9 +11,13 @@ from __future__ import annotations
 import math
 from typing import Callable, Literal
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where it is used, so recipes validate without loading it
+    import torch
+    from torch import nn
 
 from slimship.errors import SlimshipError
 
@@ -55,17 +59,20 @@ def _importance(name: str):
     return table[name]()
 
 
-@torch.no_grad()
 def recalibrate_bn_(model: nn.Module, batches: list[torch.Tensor]) -> None:
     """Re-estimate BatchNorm running statistics from ``batches`` (cumulative average, no weight change)."""
+    import torch
+    from torch import nn
+
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    for x in batches:
-        model(x)
+    with torch.no_grad():
+        for x in batches:
+            model(x)
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.eval()
@@ -89,7 +96,9 @@ def prune_channels_(
         loss_batches: (x, y) batches for Taylor importance (gradients are needed only for it).
     Returns: ``{"macs_before", "macs_after", "params_before", "params_after", "steps"}``.
     """
+    import torch
     import torch_pruning as tp
+    from torch import nn
 
     if cfg.macs_reduction is not None:
         cfg = cfg.model_copy(update={"ratio": None})
