@@ -20,8 +20,9 @@ stamp=.venv/.slimship-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  .venv/bin/python -m pip install -q -e ".[weights,test]"
+  # (this machine kind's pip config lists local index folders that do not all exist; drop that noise)
+  quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  quiet .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  quiet .venv/bin/python -m pip install -q -e ".[weights,test]"
   echo "$want" > "$stamp"
 fi

@@ -180,7 +180,7 @@ def train(
         if task is not None:
             pct = int(prog * 100)
             if pct > pct_reported:
-                task.advance(pct - pct_reported)
+                task.advance(pct - pct_reported, rate=f"{seen / max(time.perf_counter() - start, 1e-9):.0f} img/s")
                 pct_reported = pct
     if best_state is not None:
         model.load_state_dict(best_state)

