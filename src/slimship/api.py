@@ -164,11 +164,15 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
                                 "notes": state.notes, "seconds": secs, "kind": "compressed"}, True))
         for name, r, compressed in todo:
             rep.log(f"measuring {name}")
-            onnx = r.get("onnx") or export_onnx(r["model"], size)
+            # Compressed models without a deploy graph of their own keep BN unfolded, so shared/sparse weights
+            # stay exactly shared/sparse and the package stores them in the compact encoding.
+            encode = compressed and not r.get("onnx")
+            onnx = r.get("onnx") or export_onnx(r["model"], size, fold_bn=not encode)
             extra = {"train_seconds": round(r.get("seconds", 0.0), 1), "notes": r.get("notes", {})}
             entries.append(measure_and_pack(
                 name=name, kind=r["kind"], model=r["model"], onnx=onnx, path=pkg_dir / f"{name}.slim",
-                pack_args={**base_pack, "arch_edits": r.get("arch_edits", {})}, val=val_in, test=test_in,
+                pack_args={**base_pack, "arch_edits": r.get("arch_edits", {}), "encode_weights": encode},
+                val=val_in, test=test_in,
                 compressed=compressed, batch_sizes=ev.batch_sizes, runs=ev.latency_runs,
                 pytorch_latency=(r is dense), extra=extra,
             ))

@@ -15,6 +15,8 @@ import numpy as np
 from slimship.compress import ModelState, register_method
 from slimship.compress.int8 import Int8Config, quantize_int8
 from slimship.compress.prune_channels import PruneChannelsConfig, prune_channels_
+from slimship.compress.share import KMeansShareConfig
+from slimship.compress.sparsity import UnstructuredConfig
 
 
 @dataclass
@@ -90,3 +92,66 @@ def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressCo
     info = prune_channels_(model, cfg, example, calib, recover, loss_batches, log=ctx.log)
     edits = arch_edits(ctx.fresh_model(), model)
     return ModelState(model=model, arch_edits=edits, notes={**state.notes, "prune_channels": info})
+
+
+def _recovery_config(rec, ctx: CompressContext, evals: int = 1):
+    from slimship.transfer.finetune import TrainConfig
+
+    # evals=1: the state kept is the final one, with the final masks/codebooks (an earlier "best" state would
+    # predate the last pruning increment).
+    return TrainConfig(seconds=rec.seconds, epochs=rec.epochs, lr=rec.lr, kd_alpha=rec.kd_alpha,
+                       kd_temperature=rec.kd_temperature, warmup=0.02, evals=evals, seed=ctx.seed, bn="frozen")
+
+
+@register_method("unstructured", UnstructuredConfig,
+                 help="magnitude pruning (layer-wise/global, N:M), depthwise/first/last spared, gradual cubic schedule, distilled")
+def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.sparsity import apply_masks_, cubic_sparsity, magnitude_masks, prunable_layers, weight_masks
+    from slimship.transfer.finetune import train
+
+    model = copy.deepcopy(state.model)
+    keep_zero = weight_masks(model)  # zeros from earlier steps stay zero
+    layers = prunable_layers(model, cfg.spare)
+    cur = {"s": -1.0, "masks": {}}
+
+    def update(progress: float) -> None:
+        s = cfg.sparsity if cfg.schedule == "oneshot" or cfg.nm else cubic_sparsity(cfg.sparsity, progress)
+        if s - cur["s"] >= 0.005 or (s == cfg.sparsity and cur["s"] != cfg.sparsity):
+            cur["masks"] = magnitude_masks(layers, s, cfg)
+            cur["s"] = s
+        apply_masks_(layers, cur["masks"])
+        apply_masks_(dict(model.named_modules()), keep_zero)
+
+    update(0.0)
+    r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
+              teacher=ctx.teacher, after_step=lambda m, p: update(p), progress=ctx.progress, desc="unstructured")
+    update(1.0)
+    nz = sum(int((m.weight != 0).sum()) for m in layers.values())
+    tot = sum(m.weight.numel() for m in layers.values())
+    ctx.log(f"unstructured: {100 * (1 - nz / max(tot, 1)):.1f} % of {len(layers)} layers' weights are zero; "
+            f"val {r.best_val_accuracy:.4f}")
+    return ModelState(model=model, arch_edits=state.arch_edits,
+                      notes={**state.notes, "unstructured": {"layer_sparsity": round(1 - nz / max(tot, 1), 4),
+                                                             "layers": len(layers)}})
+
+
+@register_method("kmeans", KMeansShareConfig,
+                 help="k-means weight sharing per layer (zeros preserved) with codebook fine-tuning, distilled")
+def _kmeans(state: ModelState, cfg: KMeansShareConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.share import bake_, share_weights_
+    from slimship.compress.sparsity import apply_masks_, weight_masks
+    from slimship.transfer.finetune import train
+
+    model = copy.deepcopy(state.model)
+    keep_zero = weight_masks(model)
+    info = share_weights_(model, cfg)
+    mods = dict(model.named_modules())
+    unshared = {n: m for n, m in keep_zero.items() if n not in info}  # pruned but too small to share
+
+    r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
+              teacher=ctx.teacher, after_step=lambda m, p: apply_masks_(mods, unshared),
+              progress=ctx.progress, desc="codebooks")
+    bake_(model)
+    ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits; val {r.best_val_accuracy:.4f}")
+    return ModelState(model=model, arch_edits=state.arch_edits,
+                      notes={**state.notes, "kmeans": {"bits": cfg.bits, "layers": len(info)}})

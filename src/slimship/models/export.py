@@ -9,8 +9,12 @@ import torch
 from torch import nn
 
 
-def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int = 17) -> bytes:
+def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int = 17, fold_bn: bool = True) -> bytes:
     """Return the ONNX bytes of ``model`` in eval mode for inputs [B, channels, image_size, image_size].
+
+    ``fold_bn=False`` keeps BatchNormalization nodes and the weights exactly as in the PyTorch model (named
+    after its state_dict): shared/sparse weights stay shared/sparse for the package encoding, and ONNX
+    Runtime folds BN at session start anyway, so the run-time graph is the same.
 
     The TorchScript-based exporter is used: it yields a plain Conv/Clip/Gemm graph that ONNX Runtime's
     quantizer and graph optimiser understand well, and it needs no extra dependency at run time.
@@ -32,6 +36,7 @@ def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
+            training=torch.onnx.TrainingMode.EVAL if fold_bn else torch.onnx.TrainingMode.PRESERVE,
         )
     data = buf.getvalue()
     onnx.checker.check_model(onnx.load_from_string(data))

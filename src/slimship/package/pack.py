@@ -18,7 +18,9 @@ from slimship.data.transforms import Preprocessing, resize_uint8, to_model_input
 from slimship.errors import PackageError
 from slimship.package.format import Package, read_package, write_package
 
-ONNX_PART = "model.onnx"
+ONNX_PART = "model.onnx"  # the whole deploy graph
+GRAPH_PART = "graph.onnx"  # the graph without its big weights (with WEIGHTS_PART)
+WEIGHTS_PART = "weights.bin"  # weights in slimship's compressed encoding
 
 
 def pack(
@@ -33,8 +35,13 @@ def pack(
     arch_edits: dict | None = None,
     card: str = "",
     extra_parts: dict[str, bytes] | None = None,
+    encode_weights: bool = False,
 ) -> int:
-    """Write a package atomically; returns its size in bytes on disk."""
+    """Write a package atomically; returns its size in bytes on disk.
+
+    With ``encode_weights`` the graph's float weights are stored in slimship's exact compressed encoding
+    (bitmask + packed cluster indices + codebook; see weights_codec) and re-inserted on load.
+    """
     manifest = {
         "slimship_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -50,8 +57,15 @@ def pack(
         "metrics": metrics or {},
         "card": card,
     }
-    parts = {ONNX_PART: onnx, **(extra_parts or {})}
-    return write_package(path, manifest, parts)
+    if encode_weights:
+        from slimship.package.weights_codec import encode_graph
+
+        skeleton, blob, info = encode_graph(onnx)
+        manifest["model"]["weights_encoding"] = info
+        parts = {GRAPH_PART: skeleton, WEIGHTS_PART: blob}
+    else:
+        parts = {ONNX_PART: onnx}
+    return write_package(path, manifest, {**parts, **(extra_parts or {})})
 
 
 @dataclass
@@ -95,6 +109,12 @@ def load_package(path: str | Path) -> LoadedPackage:
             raise TypeError("class_names")
     except (KeyError, TypeError, ValueError) as e:
         raise PackageError(f"{path}: the manifest lacks a valid model description ({e}); re-create the package with `slimship run`") from None
-    if ONNX_PART not in pkg.parts:
+    if ONNX_PART in pkg.parts:
+        onnx = pkg.read_part(ONNX_PART)
+    elif GRAPH_PART in pkg.parts and WEIGHTS_PART in pkg.parts:
+        from slimship.package.weights_codec import decode_graph
+
+        onnx = decode_graph(pkg.read_part(GRAPH_PART), pkg.read_part(WEIGHTS_PART))
+    else:
         raise PackageError(f"{path}: the package has no deploy graph ({ONNX_PART}); re-create it with `slimship run`")
-    return LoadedPackage(pkg, names, pre, pkg.read_part(ONNX_PART))
+    return LoadedPackage(pkg, names, pre, onnx)

@@ -1,0 +1,21 @@
+"""slimship export: a package's deploy graph as plain ONNX, its weights as safetensors."""
+
+HELP = "write a package's deploy graph as a .onnx file and/or its weights as a .safetensors file"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("package", help=".slim package")
+    p.add_argument("--onnx", metavar="FILE", help="write the deploy graph (ONNX) here")
+    p.add_argument("--safetensors", metavar="FILE",
+                   help="write the graph's initializers (weights, int8 weights, scales, zero points) here")
+
+
+def run(args) -> int:
+    from slimship.package.export import export_package
+
+    r = export_package(args.package, onnx=args.onnx, safetensors=args.safetensors)
+    if r.onnx:
+        print(f"wrote {r.onnx}")
+    if r.safetensors:
+        print(f"wrote {r.safetensors} ({r.tensors} tensors, {r.tensor_bytes:,} bytes)")
+    return 0

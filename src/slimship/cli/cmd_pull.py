@@ -1,0 +1,25 @@
+"""slimship pull: get a verified, byte-identical package back out of a model store."""
+
+HELP = "fetch NAME, NAME@VERSION or NAME@sha256:HEX from a model store into a verified .slim file"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("ref", metavar="NAME[@VERSION|@sha256:HEX]", help="package to fetch (NAME alone: the latest version)")
+    p.add_argument("store", help="store: a folder or an fsspec URL (SLIMSHIP_S3_ENDPOINT sets an S3-compatible endpoint)")
+    p.add_argument("--out", metavar="FILE", help="where to write the package (default: ./NAME.slim; a folder: NAME.slim in it)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from slimship.package.store import Store, storage_options_from_env
+
+    store = Store(args.store, storage_options=storage_options_from_env(args.store))
+    r = store.pull(args.ref, out=args.out)
+    if args.json:
+        print(json.dumps(asdict(r), indent=2))
+    else:
+        print(f"pulled {r.name}@{r.version} (sha256:{r.package[:16]}…, {r.size_bytes:,} bytes, verified) to {r.path}")
+    return 0

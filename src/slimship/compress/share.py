@@ -1,0 +1,110 @@
+"""Weight sharing: per-layer k-means on the nonzero weights, then codebook fine-tuning (Deep Compression).
+
+Each shared layer's weight becomes ``codebook[index]`` where nonzero and exactly 0 elsewhere, so zeros from
+pruning survive and the package stores only a bitmask, ``bits``-bit indices and a tiny codebook. Without
+fine-tuning the codebooks, 4-bit sharing cost the careful peer 10 points (REFERENCE.md); here the centroids
+are trained (gradients of all weights in a cluster flow into its centroid) with the rest of the model,
+distilled from the dense model, while indices and zeros stay fixed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from slimship.compress.prune_channels import Recovery
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+class KMeansShareConfig(BaseModel):
+    """k-means weight sharing per layer (``bits`` → 2**bits centroids), zeros preserved, codebooks fine-tuned."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["kmeans"] = "kmeans"
+    bits: int = Field(4, ge=1, le=8)
+    spare: list[Literal["first", "last", "depthwise"]] = []
+    min_weights: int = Field(1024, ge=0)  # smaller layers stay as they are (their codebook would cost more)
+    iterations: int = Field(20, ge=1)
+    recovery: Recovery = Recovery(seconds=60, lr=1e-4, kd_alpha=0.7)
+
+
+def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on a 1-D tensor with linear initialisation (best for weights, per Han et al. 2016).
+
+    Returns (centroids [k'], assignment [N]) with k' <= k (empty clusters dropped).
+    """
+    import torch
+
+    lo, hi = values.min(), values.max()
+    c = torch.linspace(float(lo), float(hi), k, dtype=values.dtype)
+    for _ in range(iterations):
+        assign = (values[:, None] - c[None, :]).abs().argmin(1)
+        sums = torch.zeros(k, dtype=values.dtype).index_add_(0, assign, values)
+        counts = torch.bincount(assign, minlength=k).to(values.dtype)
+        c = torch.where(counts > 0, sums / counts.clamp_min(1), c)
+    assign = (values[:, None] - c[None, :]).abs().argmin(1)
+    used = torch.unique(assign)
+    remap = torch.full((k,), -1, dtype=torch.long)
+    remap[used] = torch.arange(len(used))
+    return c[used].clone(), remap[assign]
+
+
+class SharedWeight:
+    """A parametrization: weight = codebook[index] on the kept positions, 0 elsewhere."""
+
+    def __new__(cls, *args, **kwargs):  # built lazily so importing this module does not import torch
+        from torch import nn
+
+        class _Shared(nn.Module):
+            def __init__(self, index: torch.Tensor, mask: torch.Tensor, codebook: torch.Tensor):
+                super().__init__()
+                self.register_buffer("index", index)
+                self.register_buffer("mask", mask)
+                self.codebook = nn.Parameter(codebook)
+
+            def forward(self, _w):
+                import torch
+
+                return torch.where(self.mask, self.codebook[self.index], torch.zeros((), dtype=self.codebook.dtype))
+
+        return _Shared(*args, **kwargs)
+
+
+def share_weights_(model: nn.Module, cfg: KMeansShareConfig) -> dict[str, dict]:
+    """Cluster every eligible layer in place and attach a trainable-codebook parametrization.
+
+    Returns per-layer info ``{name: {"clusters", "nonzeros", "numel"}}``. Call :func:`bake_` after training.
+    """
+    import torch
+    from torch.nn.utils import parametrize
+
+    from slimship.compress.sparsity import prunable_layers
+
+    info = {}
+    for name, m in prunable_layers(model, cfg.spare).items():
+        w = m.weight.detach()
+        if w.numel() < cfg.min_weights:
+            continue
+        mask = w != 0
+        nz = w[mask]
+        if nz.numel() == 0:
+            continue
+        centroids, assign = kmeans_1d(nz, 2 ** cfg.bits, cfg.iterations)
+        index = torch.zeros(w.shape, dtype=torch.long)
+        index[mask] = assign
+        parametrize.register_parametrization(m, "weight", SharedWeight(index, mask, centroids))
+        info[name] = {"clusters": int(len(centroids)), "nonzeros": int(mask.sum()), "numel": int(w.numel())}
+    return info
+
+
+def bake_(model: nn.Module) -> None:
+    """Remove the parametrizations, leaving plain weights that hold exactly the shared values."""
+    from torch.nn.utils import parametrize
+
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from slimship.compress import METHODS, ModelState
+from slimship.compress.handlers import CompressContext
+from slimship.compress.share import KMeansShareConfig, bake_, kmeans_1d, share_weights_
+from slimship.compress.sparsity import UnstructuredConfig, cubic_sparsity, magnitude_masks, prunable_layers
+from slimship.data.transforms import Preprocessing, resize_uint8
+from slimship.models import create_model
+from slimship.models.export import export_onnx
+from slimship.package.weights_codec import decode_graph, decode_tensor, encode_graph, encode_tensor
+from tests.conftest import make_images
+
+
+def _ctx_and_model():
+    torch.manual_seed(0)
+    b = create_model("test_efficientnet", 3, weights=None, image_size=32)
+    pre = Preprocessing(32, 1, b.mean, b.std)
+    x, y = make_images(20, seed=0)
+    vx, vy = make_images(6, seed=1)
+    ctx = CompressContext(resize_uint8(x, 32), torch.from_numpy(y), resize_uint8(vx, 32), torch.from_numpy(vy), pre,
+                          teacher=b.model.eval(), fresh_model=lambda: None, log=lambda s: None)
+    return ctx, b.model
+
+
+def test_cubic_schedule_reaches_the_target():
+    assert cubic_sparsity(0.8, 0.0) == 0 and cubic_sparsity(0.8, 0.75) == pytest.approx(0.8)
+    assert cubic_sparsity(0.8, 0.3) > 0.8 * 0.3  # front-loaded
+
+
+def test_layer_caps_and_spared_layers():
+    _, m = _ctx_and_model()
+    cfg = UnstructuredConfig(sparsity=0.99, scope="global", max_layer_sparsity=0.9)
+    layers = prunable_layers(m, cfg.spare)
+    assert "conv_stem" not in layers and "classifier" not in layers
+    assert all(mod.groups == 1 or mod.groups != mod.in_channels for mod in layers.values())
+    for n, mask in magnitude_masks(layers, 0.99, cfg).items():
+        assert mask.float().mean() >= 0.099, n  # never emptied (cap 0.9, rounded per layer)
+
+
+def test_nm_masks_keep_two_of_four():
+    w = torch.randn(8, 16, 1, 1)
+    from slimship.compress.sparsity import _nm_mask
+
+    mask = _nm_mask(w, 2, 4)
+    assert torch.all(mask.reshape(8, 4, 4).sum(-1) == 2)
+
+
+def test_unstructured_then_kmeans_keeps_zeros_and_shares():
+    ctx, m = _ctx_and_model()
+    rec = {"epochs": 0.5, "seconds": None}
+    s1 = METHODS.get("unstructured").handler(ModelState(model=m), UnstructuredConfig(sparsity=0.7, recovery=rec), ctx)
+    layers = prunable_layers(s1.model, ["first", "last", "depthwise"])
+    zeros = {n: (mod.weight == 0).clone() for n, mod in layers.items()}
+    frac = sum(int(z.sum()) for z in zeros.values()) / sum(z.numel() for z in zeros.values())
+    assert frac == pytest.approx(0.7, abs=0.02)
+    s2 = METHODS.get("kmeans").handler(s1, KMeansShareConfig(bits=3, min_weights=64, recovery=rec), ctx)
+    for n, mod in prunable_layers(s2.model, ["first", "last", "depthwise"]).items():
+        assert torch.all(mod.weight[zeros[n]] == 0), n  # zeros survived clustering and fine-tuning
+        if mod.weight.numel() >= 64:
+            assert torch.unique(mod.weight[mod.weight != 0]).numel() <= 8, n  # shared: at most 2**3 values
+
+
+def test_kmeans_codebook_is_trainable_and_bakes():
+    _, m = _ctx_and_model()
+    info = share_weights_(m, KMeansShareConfig(bits=2, min_weights=64))
+    assert info
+    names = [n for n, _ in m.named_parameters() if n.endswith("codebook")]
+    assert len(names) == len(info)
+    bake_(m)
+    assert not any(n.endswith("codebook") for n, _ in m.named_parameters())
+
+
+def test_kmeans_1d_finds_clusters():
+    v = torch.cat([torch.full((50,), -1.0), torch.full((50,), 2.0)]) + 0.01 * torch.randn(100)
+    c, a = kmeans_1d(v, 4, 10)
+    assert len(c) <= 4 and torch.allclose(c[a], v, atol=0.1)
+
+
+@pytest.mark.parametrize("kind", ["shared", "sparse", "raw"])
+def test_tensor_codec_is_exact(kind):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    if kind == "shared":
+        a = rng.choice(np.array([-0.5, 0.25, 0.75], np.float32), size=a.shape)
+        a[rng.random(a.shape) < 0.6] = 0
+    elif kind == "sparse":
+        a[rng.random(a.shape) < 0.8] = 0
+    e, chunks = encode_tensor(a)
+    assert e["enc"] == kind
+    e["shape"] = list(a.shape)
+    assert np.array_equal(decode_tensor(e, chunks), a)
+
+
+def test_graph_codec_round_trip_and_refuses_damage():
+    from slimship.errors import PackageError
+
+    _, m = _ctx_and_model()
+    onnx_bytes = export_onnx(m, 32, fold_bn=False)
+    skeleton, blob, info = encode_graph(onnx_bytes)
+    assert len(skeleton) < len(onnx_bytes) / 2 and info["raw"] > 0
+    import onnx
+
+    a, b = onnx.load_from_string(onnx_bytes), onnx.load_from_string(decode_graph(skeleton, blob))
+    from onnx import numpy_helper
+
+    for x, y in zip(a.graph.initializer, b.graph.initializer):
+        assert np.array_equal(numpy_helper.to_array(x), numpy_helper.to_array(y))
+    for bad in (blob[:-3], blob + b"x", b"XXXX" + blob[4:], blob[:8] + b"[" + blob[9:]):
+        with pytest.raises(PackageError):
+            decode_graph(skeleton, bad)
