@@ -8,6 +8,7 @@ Needs onnx, numpy and safetensors; never torch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from typing import Callable
 import numpy as np
 
 from slimship.errors import PackageError, SlimshipError
-from slimship.package.format import read_package
-from slimship.package.pack import ONNX_PART
+from slimship.package.format import Package, read_package
+from slimship.package.pack import GRAPH_PART, ONNX_PART, WEIGHTS_PART
 
 # Exactly the dtypes safetensors.numpy reads back; anything else (strings, bfloat16, float8, int4) is
 # refused up front with a clear message instead of a KeyError from inside safetensors.
@@ -46,7 +47,9 @@ def export_package(
 ) -> ExportResult:
     """Write ``package``'s deploy graph to ``onnx`` and/or its initializers to ``safetensors``.
 
-    The ONNX file holds the exact bytes of the package's ``model.onnx`` part. The safetensors file maps
+    The ONNX file is the deploy graph ONNX Runtime runs for this package: the exact bytes of the
+    ``model.onnx`` part, or for a package with compressed weights (``graph.onnx`` + ``weights.bin``) the
+    graph with its weights decoded back in (bit-exact, as ``load_package`` does). The safetensors file maps
     every initializer's ONNX name to its value (``onnx.numpy_helper.to_array``, dtype kept), with
     metadata naming the source package and graph hashes. Missing parent folders are created.
     Raises SlimshipError if neither output is given, PackageError if the package is damaged, has no
@@ -55,14 +58,12 @@ def export_package(
     if onnx is None and safetensors is None:
         raise SlimshipError("nothing to export: pass --onnx FILE and/or --safetensors FILE")
     pkg = read_package(package, verify=True)
-    if ONNX_PART not in pkg.parts:
-        raise PackageError(f"{package}: the package has no deploy graph ({ONNX_PART}); re-create it with `slimship run`")
-    graph = pkg.read_part(ONNX_PART)
+    graph = deploy_graph(pkg)
     tensors: dict[str, np.ndarray] = {}
     if safetensors is not None:
         tensors = onnx_initializers(graph, source=str(package))
         metadata = {"format": "onnx-initializers", "source_package_sha256": pkg.package_sha256,
-                    "onnx_sha256": pkg.parts[ONNX_PART].sha256}
+                    "onnx_sha256": hashlib.sha256(graph).hexdigest()}
         _write_atomically(Path(safetensors), lambda tmp: _save_safetensors(tensors, tmp, metadata))
     if onnx is not None:
         _write_atomically(Path(onnx), lambda tmp: tmp.write_bytes(graph))
@@ -71,6 +72,22 @@ def export_package(
         safetensors=None if safetensors is None else str(safetensors),
         tensors=len(tensors),
         tensor_bytes=sum(t.nbytes for t in tensors.values()),
+    )
+
+
+def deploy_graph(pkg: Package) -> bytes:
+    """The full ONNX deploy graph of a verified package, whichever way it is stored. Raises PackageError
+    if the package holds none. (The same choice as ``pack.load_package``, without its manifest checks:
+    exporting needs only the graph.)"""
+    if ONNX_PART in pkg.parts:
+        return pkg.read_part(ONNX_PART)
+    if GRAPH_PART in pkg.parts and WEIGHTS_PART in pkg.parts:
+        from slimship.package.weights_codec import decode_graph
+
+        return decode_graph(pkg.read_part(GRAPH_PART), pkg.read_part(WEIGHTS_PART))
+    raise PackageError(
+        f"{pkg.path}: the package has no deploy graph ({ONNX_PART}, or {GRAPH_PART} with {WEIGHTS_PART}); "
+        "re-create it with `slimship run`"
     )
 
 
@@ -94,8 +111,9 @@ def onnx_initializers(graph: bytes, source: str = "the graph") -> dict[str, np.n
                 f"{source}: initializer {init.name!r} has dtype {array.dtype}, which safetensors cannot store: "
                 "export --onnx only"
             )
-        # safetensors stores little-endian, C-contiguous data.
-        out[init.name] = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        # safetensors stores little-endian, C-contiguous data. Not np.ascontiguousarray: it turns
+        # 0-d tensors (per-tensor scales, zero points) into shape (1,).
+        out[init.name] = np.require(array.astype(array.dtype.newbyteorder("<"), copy=False), requirements="C")
     return out
 
 
