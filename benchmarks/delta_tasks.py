@@ -113,17 +113,22 @@ class Scorer:
     """Accuracy of an ONNX graph on fixed images, preprocessed the way the task package says."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, pre):
-        from slimship.data.transforms import resize_uint8, to_model_input_np
+        from slimship.data.transforms import resize_uint8
 
-        self.x = to_model_input_np(resize_uint8(images, pre.image_size).numpy(), pre)
+        if images.ndim == 3:
+            images = images[..., None]
+        self.x = resize_uint8(images, pre.image_size).numpy()  # uint8 [N,C,H,W]; normalised per chunk
         self.y = labels
-        self.calls = 0
+        self.pre = pre
 
     def __call__(self, onnx: bytes) -> float:
+        from slimship.data.transforms import to_model_input_np
         from slimship.evaluate.runtime import ort_logits, ort_session
 
-        self.calls += 1
-        return float((ort_logits(ort_session(onnx), self.x, 256).argmax(1) == self.y).mean())
+        session = ort_session(onnx)
+        pred = [ort_logits(session, to_model_input_np(self.x[i : i + 500], self.pre), 250).argmax(1)
+                for i in range(0, len(self.x), 500)]
+        return float((np.concatenate(pred) == self.y).mean())
 
 
 def main() -> int:

@@ -27,7 +27,7 @@ class KMeansShareConfig(BaseModel):
     method: Literal["kmeans"] = "kmeans"
     bits: int = Field(4, ge=1, le=8)
     spare: list[Literal["first", "last", "depthwise"]] = []
-    min_weights: int = Field(1024, ge=0)  # smaller layers stay as they are (their codebook would cost more)
+    min_weights: int = Field(256, ge=0)  # smaller layers stay as they are (their codebook would cost more)
     iterations: int = Field(20, ge=1)
     recovery: Recovery = Recovery(seconds=60, lr=1e-4, kd_alpha=0.7)
 

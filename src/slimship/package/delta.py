@@ -83,6 +83,9 @@ class DeltaConfig:
     allocation: ``"uniform"`` keeps ``density`` of every tensor; ``"norm"`` keeps the same total but gives each
         tensor a share proportional to its relative change ``rms(delta) / rms(base)`` (clipped to
         ``[density/4, 1]``), so tensors that moved more keep more entries.
+    scales: bitdelta scale per ``"tensor"`` (BitDelta) or per output ``"channel"`` (row of axis 0: one fp16
+        multiplier per channel on top of the tensor's fp32 scale, which follows per-channel effects such as
+        BatchNorm folded into the weights).
     dense_vectors: store the deltas of 1-D tensors (biases, the folded BatchNorm shifts) completely, as fp16.
     head_bits: 32 keeps tensors without a base counterpart (the new head) in fp32; 16 stores them as fp16.
     """
@@ -91,6 +94,7 @@ class DeltaConfig:
     density: float = 0.05
     value_bits: int = 8
     allocation: str = "uniform"
+    scales: str = "tensor"
     dense_vectors: bool = False
     head_bits: int = 32
 
@@ -103,6 +107,8 @@ class DeltaConfig:
             raise ValueError(f"DeltaConfig.value_bits must be one of {VALUE_BITS}, got {self.value_bits!r}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"DeltaConfig.allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.scales not in ("tensor", "channel"):
+            raise ValueError(f"DeltaConfig.scales must be 'tensor' or 'channel', got {self.scales!r}")
         if self.head_bits not in (16, 32):
             raise ValueError(f"DeltaConfig.head_bits must be 16 or 32, got {self.head_bits!r}")
 
@@ -155,6 +161,7 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
     pos_items: list[np.ndarray] = []  # per sparse tensor: sorted kept positions; per sign tensor: packed signs
     val_chunks: list[bytes] = []
     sign_chunks: list[bytes] = []
+    scale_chunks: list[bytes] = []
     total_elems = kept_total = changed_total = 0
     for (_, b_arr, t_arr, entry), k in zip(live, kept_k):
         d = t_arr.astype(np.float32) - b_arr
@@ -164,8 +171,12 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         vector = cfg.dense_vectors and _is_vector(task, entry["name"])
         if cfg.mode == "bitdelta" and not vector:
             scale = float(np.mean(np.abs(d), dtype=np.float64))
-            entry.update(kind="sign", scale=scale)
+            rows = _rows(task, entry["name"]) if cfg.scales == "channel" else 0
+            entry.update(kind="sign", scale=scale, rows=rows)
             sign_chunks.append(np.packbits(d > 0).tobytes())
+            if rows:
+                per_row = np.abs(d).reshape(rows, -1).mean(axis=1, dtype=np.float64)
+                scale_chunks.append(np.minimum(per_row / scale if scale else per_row, 65504).astype("<f2").tobytes())
             kept_total += n
             continue
         bits = 16 if vector and cfg.value_bits < 16 else cfg.value_bits
@@ -183,7 +194,7 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
     sizes = [e_n for e_n in (_numel(task, e["name"]) for e in sparse_entries)]
     coded = {"mask": [_mask_bytes(p, n) for p, n in zip(pos_items, sizes)],
              "gaps": [_varint_encode(_gaps(p)) for p in pos_items]}
-    packed = {how: _xz(b"".join(chunks)) for how, chunks in coded.items()}
+    packed = {how: _xz(b"".join(chunks), fast=True) for how, chunks in coded.items()}
     how = min(packed, key=lambda h: (len(packed[h]), h != "mask"))
     for e, chunk in zip(sparse_entries, coded[how]):
         e["pos_bytes"] = len(chunk)
@@ -192,6 +203,7 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         "positions": b"".join(coded[how]),
         "values": b"".join(val_chunks),
         "signs": b"".join(sign_chunks),
+        "scales": b"".join(scale_chunks),
         "half": b"".join(half_chunks),
     }
     header = {
@@ -216,13 +228,16 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         "changed_fraction": changed_total / total_elems if total_elems else 0.0,
         "kept_fraction": kept_total / total_elems if total_elems else 0.0,
         "raw_bytes": {k: len(v) for k, v in streams.items()},
-        "xz_bytes": {"skeleton": len(_xz(skel_bytes)), "positions": len(packed[how]),
-                     **{k: len(_xz(v)) for k in ("values", "signs", "half") if (v := streams[k])}},
+        # each stream compressed on its own (faster preset): an estimate of its share of the blob
+        "xz_bytes": {"skeleton": len(_xz(skel_bytes, fast=True)), "positions": len(packed[how]),
+                     **{k: len(_xz(v, fast=True)) for k in ("values", "signs", "scales", "half") if (v := streams[k])}},
     }
     if cfg.mode == "bitdelta":
         info.pop("density")
         info.pop("value_bits")
         info.pop("allocation")
+    else:
+        info.pop("scales")
     return blob, info
 
 
@@ -323,7 +338,7 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
     inits = {t.name: t for t in skeleton.graph.initializer}
     if len(inits) != len(skeleton.graph.initializer):
         raise _bad("its graph repeats an initializer name")
-    cursors = {k: 0 for k in ("positions", "values", "signs", "half")}
+    cursors = {k: 0 for k in ("positions", "values", "signs", "scales", "half")}
     seen: set[str] = set()
     for e in header["tensors"]:
         name = e["name"]
@@ -349,6 +364,12 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
                 raw = _take(streams, cursors, "signs", (n + 7) // 8)
                 signs = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool)
                 s = np.float32(e["scale"])
+                rows = e["rows"]
+                if rows:
+                    if not t.dims or t.dims[0] != rows or n % rows:
+                        raise _bad(f"tensor {name[:60]!r} declares {rows} scale rows for shape {list(t.dims)}")
+                    mult = np.frombuffer(_take(streams, cursors, "scales", 2 * rows), "<f2").astype(np.float32)
+                    s = np.repeat(mult * s, n // rows)
                 out += np.where(signs, s, -s)
         t.raw_data = out.astype("<f4").tobytes()
     missing = [t.name for t in skeleton.graph.initializer if _is_stripped(t) and t.name not in seen
@@ -444,20 +465,22 @@ def _check_header(h: Any) -> None:
     need(h["mode"] in MODES, "mode")
     need(h["positions"] in ("mask", "gaps"), "positions")
     s = h["streams"]
-    need(isinstance(s, dict) and list(s) == ["skeleton", "positions", "values", "signs", "half"], "streams")
+    need(isinstance(s, dict) and list(s) == ["skeleton", "positions", "values", "signs", "scales", "half"], "streams")
     need(all(_is_size(v) for v in s.values()), "stream sizes")
     need(isinstance(h["tensors"], list), "tensors")
     common = {"name", "kind"}
     for e in h["tensors"]:
         need(isinstance(e, dict) and isinstance(e.get("name"), str) and e.get("kind") in _KINDS, "tensor entry")
         kind = e["kind"]
-        keys = {"same": common | {"base"}, "half": common, "sign": common | {"base", "scale"},
+        keys = {"same": common | {"base"}, "half": common, "sign": common | {"base", "scale", "rows"},
                 "sparse": common | {"base", "bits", "k", "scale", "val_bytes", "pos_bytes"}}[kind]
         need(set(e) == keys, f"keys of tensor entry {e['name'][:60]!r}")
         if "base" in e:
             need(isinstance(e["base"], str), "tensor base name")
         if "scale" in e:
             need(type(e["scale"]) in (int, float) and math.isfinite(e["scale"]), "tensor scale")
+        if kind == "sign":
+            need(_is_size(e["rows"]), "tensor scale rows")
         if kind == "sparse":
             need(e["bits"] in VALUE_BITS and type(e["bits"]) is int, "tensor value bits")
             need(all(_is_size(e[k]) for k in ("k", "val_bytes", "pos_bytes")), "tensor sizes")
@@ -678,6 +701,14 @@ def _numel(model, name: str) -> int:
     raise KeyError(name)
 
 
+def _rows(model, name: str) -> int:
+    """Output channels (axis 0) of a tensor with 2+ dimensions, else 0 (one scale for the tensor)."""
+    for t in model.graph.initializer:
+        if t.name == name:
+            return int(t.dims[0]) if len(t.dims) >= 2 and t.dims[0] > 1 else 0
+    return 0
+
+
 def _is_vector(model, name: str) -> bool:
     for t in model.graph.initializer:
         if t.name == name:
@@ -689,8 +720,8 @@ def _match_initializers(base, task) -> dict[str, str]:
     """task initializer name -> base initializer name, for fp32 tensors of equal shape.
 
     By name first; names the exporter generated (``onnx::Conv_123``) can shift between exports, so any
-    tensor left over is matched by where it is used (consumer node index, op type and input slot) when that
-    place is unique in both graphs."""
+    tensor left over is matched by where it is used (see _use_keys) when that place is unique in both
+    graphs."""
     bt = {t.name: t for t in base.graph.initializer if t.data_type == _FLOAT and _plain_numeric(t)}
     out: dict[str, str] = {}
     left = []
@@ -721,16 +752,36 @@ def _match_initializers(base, task) -> dict[str, str]:
 
 
 def _use_keys(model, names: set[str]) -> dict[str, tuple]:
+    """Where each named tensor is used: sorted (op type, ordinal among nodes of that op type, input slot),
+    looking through Identity nodes (the exporter inserts them where it deduplicated equal tensors, so their
+    number differs between exports)."""
+    alias: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1:
+            alias[node.output[0]] = node.input[0]
+
+    def root(name: str) -> str:
+        for _ in range(64):  # Identity chains are short; the bound keeps a cyclic graph from looping
+            if name not in alias:
+                break
+            name = alias[name]
+        return name
+
     keys: dict[str, list] = {n: [] for n in names}
-    for i, node in enumerate(model.graph.node):
+    ordinal: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "Identity":
+            continue
+        i = ordinal[node.op_type] = ordinal.get(node.op_type, -1) + 1
         for slot, inp in enumerate(node.input):
-            if inp in keys:
-                keys[inp].append((i, node.op_type, slot))
-    return {n: tuple(v) for n, v in keys.items() if v}
+            r = root(inp)
+            if r in keys:
+                keys[r].append((node.op_type, i, slot))
+    return {n: tuple(sorted(v)) for n, v in keys.items() if v}
 
 
-def _xz(data: bytes) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_XZ, preset=_LZMA_PRESET)
+def _xz(data: bytes, fast: bool = False) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_XZ, preset=6 if fast else _LZMA_PRESET)
 
 
 def _mask_bytes(pos: np.ndarray, n: int) -> bytes:

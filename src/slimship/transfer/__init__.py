@@ -37,7 +37,8 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
     VX, VY = val_data
     K = int(Y.max().item()) + 1 if len(Y) else 0
     results: dict = {}
-    tdict = t.model_dump(mode="json")
+    # The fine-tune's cache key must not change when only the scratch baseline's settings do.
+    tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr"})
 
     # -- linear probe (also the head initialisation of LP-FT) --
     probe_key = _key(base_key, "probe")
