@@ -83,7 +83,7 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
         results["dense"] = results["finetuned"]
 
     if t.scratch_baseline:
-        sc_key = _key(base_key, tdict, "scratch")
+        sc_key = _key(base_key, tdict, "scratch", t.model_dump(mode="json", include={"scratch_budget", "scratch_lr"}))
         sc_model = build(None).model
         hit = cache.load(sc_key, sc_model)
         if hit is None:
