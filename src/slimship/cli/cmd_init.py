@@ -12,11 +12,33 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
 
 
+def _guess_image_size(data: str) -> int:
+    """Small images are upsampled to 64 px (what EfficientNet-class models need at least); larger ones keep
+    their size up to 128 px, a CPU-friendly cap. Only one image is opened, so this is instant."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from slimship.data.folder import IMAGE_EXTENSIONS
+
+    p = Path(data)
+    if p.is_dir():
+        for f in sorted(p.rglob("*")):
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in f.parts):
+                try:
+                    with Image.open(f) as im:
+                        side = min(im.size)
+                except OSError:
+                    continue
+                return int(min(128, max(64, round(side / 32) * 32)))
+    return 64
+
+
 def run(args) -> int:
     from slimship.recipe_template import render_recipe
 
     text = render_recipe(model=args.model, weights=args.weights, data=args.data, test=args.test,
-                         image_size=args.image_size)
+                         image_size=args.image_size or _guess_image_size(args.data))
     if args.out:
         import os
         from pathlib import Path
