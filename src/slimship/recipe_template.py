@@ -81,6 +81,9 @@ compress:
     #   steps:
     #     - {{method: unstructured, sparsity: 0.5, schedule: gradual, recovery: {{seconds: 90}}}}
     #     - {{method: kmeans, bits: 4, recovery: {{seconds: 90, lr: 0.0001}}}}
+    # - name: lowrank
+    #   steps:
+    #     - {{method: lowrank, energy: 0.95, min_saving: 0.25, recovery: {{seconds: 60}}}}
 
 evaluate:
   batch_sizes: [1, 64]

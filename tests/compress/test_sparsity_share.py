@@ -110,3 +110,28 @@ def test_graph_codec_round_trip_and_refuses_damage():
     for bad in (blob[:-3], blob + b"x", b"XXXX" + blob[4:], blob[:8] + b"[" + blob[9:]):
         with pytest.raises(PackageError):
             decode_graph(skeleton, bad)
+
+
+def test_lowrank_factors_low_rank_layers_and_rebuilds():
+    from slimship.compress.lowrank import LowRankConfig, factor_lowrank_
+    from slimship.models.rebuild import apply_arch_edits_, arch_edits
+
+    _, m = _ctx_and_model()
+    # make one pointwise conv exactly rank 2 so the energy threshold must find it
+    conv = m.blocks[1][0].conv_pwl
+    with torch.no_grad():
+        w = conv.weight.reshape(conv.weight.shape[0], -1)
+        u = torch.randn(w.shape[0], 2)
+        conv.weight.copy_((u @ torch.randn(2, w.shape[1])).reshape(conv.weight.shape))
+    x = torch.randn(2, 3, 32, 32)
+    m.eval()
+    before = m(x)
+    done = factor_lowrank_(m, LowRankConfig(energy=0.999999, min_saving=0.3))
+    assert done["blocks.1.0.conv_pwl"]["rank"] == 2
+    assert torch.allclose(m(x), before, atol=1e-3)
+    fresh = create_model("test_efficientnet", 3, weights=None, image_size=32).model
+    edits = arch_edits(create_model("test_efficientnet", 3, weights=None, image_size=32).model, m)
+    assert edits["blocks.1.0.conv_pwl"]["type"] == "lowrank"
+    apply_arch_edits_(fresh, edits)
+    fresh.load_state_dict(m.state_dict())
+    assert torch.allclose(fresh.eval()(x), m(x), atol=1e-6)

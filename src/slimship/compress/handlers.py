@@ -15,6 +15,7 @@ import numpy as np
 from slimship.compress import ModelState, register_method
 from slimship.compress.int8 import Int8Config, quantize_int8
 from slimship.compress.prune_channels import PruneChannelsConfig, prune_channels_
+from slimship.compress.lowrank import LowRankConfig
 from slimship.compress.share import KMeansShareConfig
 from slimship.compress.sparsity import UnstructuredConfig
 
@@ -155,3 +156,22 @@ def _kmeans(state: ModelState, cfg: KMeansShareConfig, ctx: CompressContext) -> 
     ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits; val {r.best_val_accuracy:.4f}")
     return ModelState(model=model, arch_edits=state.arch_edits,
                       notes={**state.notes, "kmeans": {"bits": cfg.bits, "layers": len(info)}})
+
+
+@register_method("lowrank", LowRankConfig,
+                 help="low-rank factorization of Linear and 1x1 convs, rank by an energy threshold, distilled recovery")
+def _lowrank(state: ModelState, cfg: LowRankConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.lowrank import factor_lowrank_
+    from slimship.models.rebuild import arch_edits
+    from slimship.transfer.finetune import train
+
+    model = copy.deepcopy(state.model)
+    done = factor_lowrank_(model, cfg)
+    if done:
+        r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
+                  teacher=ctx.teacher, progress=ctx.progress, desc="low-rank")
+        ctx.log(f"lowrank: {len(done)} layers factored; val {r.best_val_accuracy:.4f}")
+    else:
+        ctx.log("lowrank: no layer met the energy/saving thresholds; model unchanged")
+    edits = arch_edits(ctx.fresh_model(), model)
+    return ModelState(model=model, arch_edits=edits, notes={**state.notes, "lowrank": {"layers": len(done)}})

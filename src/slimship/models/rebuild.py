@@ -12,6 +12,8 @@ from torch import nn
 
 
 def _shape_of(m: nn.Module) -> dict | None:
+    if hasattr(m, "lowrank"):  # a factored layer (compress.lowrank): two smaller layers in its place
+        return {"type": "lowrank", **m.lowrank}
     if isinstance(m, nn.Conv2d):
         return {"type": "conv", "in": m.in_channels, "out": m.out_channels, "groups": m.groups}
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -22,7 +24,17 @@ def _shape_of(m: nn.Module) -> dict | None:
 
 
 def structure(model: nn.Module) -> dict[str, dict]:
-    return {n: s for n, m in model.named_modules() if (s := _shape_of(m)) is not None}
+    out: dict[str, dict] = {}
+    replaced: list[str] = []
+    for n, m in model.named_modules():
+        if any(n.startswith(p + ".") for p in replaced):
+            continue  # inside a factored layer: described by its parent
+        s = _shape_of(m)
+        if s is not None:
+            out[n] = s
+            if s["type"] == "lowrank":
+                replaced.append(n)
+    return out
 
 
 def arch_edits(base: nn.Module, edited: nn.Module) -> dict[str, dict]:
@@ -42,7 +54,13 @@ def apply_arch_edits_(model: nn.Module, edits: dict[str, dict]) -> nn.Module:
     for name, e in edits.items():
         m = model.get_submodule(name)
         kind = e.get("type")
-        if kind == "conv" and isinstance(m, nn.Conv2d):
+        if kind == "lowrank":
+            from slimship.compress.lowrank import make_lowrank
+
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child,
+                    make_lowrank(str(e["kind"]), int(e["in"]), int(e["rank"]), int(e["out"]), bool(e["bias"])))
+        elif kind == "conv" and isinstance(m, nn.Conv2d):
             m.in_channels, m.out_channels, m.groups = int(e["in"]), int(e["out"]), int(e["groups"])
             m.weight = _empty((m.out_channels, m.in_channels // m.groups, *m.kernel_size), m.weight)
             if m.bias is not None:

@@ -54,7 +54,7 @@ __all__ = [
 
 DELTA_PART = "delta.bin"
 BLOB_VERSION = 1
-MODES = ("sparse", "bitdelta")
+MODES = ("sparse", "bitdelta", "mixed")
 VALUE_BITS = (4, 8, 16, 32)
 ALLOCATIONS = ("uniform", "norm")
 
@@ -66,7 +66,8 @@ _LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 _LZMA_MEMLIMIT = 256 * 2**20
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _NUMERIC_TYPES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # type: itemsize
-_KINDS = ("same", "sparse", "sign", "half")
+_KINDS = ("same", "sparse", "sign", "codes", "half")
+_LEVELS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # codebook sizes the mixed mode chooses from
 _FIX = "re-create the delta with slimship.package.delta.encode_delta"
 
 
@@ -77,7 +78,8 @@ _FIX = "re-create the delta with slimship.package.delta.encode_delta"
 class DeltaConfig:
     """How to encode a task against its base.
 
-    mode: ``"sparse"`` (top-``density`` entries, quantised) or ``"bitdelta"`` (sign + one scale per tensor).
+    mode: ``"sparse"`` (top-``density`` entries, quantised), ``"bitdelta"`` (sign + one scale per tensor) or
+        ``"mixed"`` (every entry, coded with a per-tensor codebook whose size is chosen per tensor).
     density: fraction of entries kept per tensor (sparse; ``1.0`` keeps every changed entry).
     value_bits: 4 or 8 (int, per-tensor scale), 16 (fp16 delta) or 32 (lossless) for kept values.
     allocation: ``"uniform"`` keeps ``density`` of every tensor; ``"norm"`` keeps the same total but gives each
@@ -86,6 +88,10 @@ class DeltaConfig:
     scales: bitdelta scale per ``"tensor"`` (BitDelta) or per output ``"channel"`` (row of axis 0: one fp16
         multiplier per channel on top of the tensor's fp32 scale, which follows per-channel effects such as
         BatchNorm folded into the weights).
+    bits_per_weight: mixed mode's budget: average bits per delta entry (entropy estimate; lzma lands close).
+        Each tensor's delta is quantised with a Lloyd-Max codebook of 1 to 32 levels; the sizes are allocated
+        across tensors greedily by rate-distortion, the distortion of a tensor being its squared error relative
+        to the energy of its base weights (an estimate of the noise it adds to its layer's output).
     dense_vectors: store the deltas of 1-D tensors (biases, the folded BatchNorm shifts) completely, as fp16.
     head_bits: 32 keeps tensors without a base counterpart (the new head) in fp32; 16 stores them as fp16.
     """
@@ -95,6 +101,7 @@ class DeltaConfig:
     value_bits: int = 8
     allocation: str = "uniform"
     scales: str = "tensor"
+    bits_per_weight: float = 1.4
     dense_vectors: bool = False
     head_bits: int = 32
 
@@ -107,6 +114,8 @@ class DeltaConfig:
             raise ValueError(f"DeltaConfig.value_bits must be one of {VALUE_BITS}, got {self.value_bits!r}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"DeltaConfig.allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if not isinstance(self.bits_per_weight, (int, float)) or not 0.0 <= float(self.bits_per_weight) <= 8.0:
+            raise ValueError(f"DeltaConfig.bits_per_weight must be in [0, 8], got {self.bits_per_weight!r}")
         if self.scales not in ("tensor", "channel"):
             raise ValueError(f"DeltaConfig.scales must be 'tensor' or 'channel', got {self.scales!r}")
         if self.head_bits not in (16, 32):
@@ -158,10 +167,15 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
 
     live = [p for p in plans if p[3].get("kind") != "same"]
     kept_k = _allocate(cfg, [(b, t) for _, b, t, _ in live])
+    if cfg.mode == "mixed":
+        coded_live = [(b, t) for _, b, t, e in live if not (cfg.dense_vectors and _is_vector(task, e["name"]))]
+        mixed = iter(_mixed_plan(coded_live, cfg.bits_per_weight))
     pos_items: list[np.ndarray] = []  # per sparse tensor: sorted kept positions; per sign tensor: packed signs
     val_chunks: list[bytes] = []
     sign_chunks: list[bytes] = []
     scale_chunks: list[bytes] = []
+    code_chunks: list[bytes] = []
+    book_chunks: list[bytes] = []
     total_elems = kept_total = changed_total = 0
     for (_, b_arr, t_arr, entry), k in zip(live, kept_k):
         d = t_arr.astype(np.float32) - b_arr
@@ -169,6 +183,13 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         total_elems += n
         changed_total += int(np.count_nonzero(t_arr.view(np.uint32) != b_arr.view(np.uint32)))
         vector = cfg.dense_vectors and _is_vector(task, entry["name"])
+        if cfg.mode == "mixed" and not vector:
+            book, codes = next(mixed)
+            entry.update(kind="codes", levels=int(book.size))
+            book_chunks.append(book.astype("<f4").tobytes())
+            code_chunks.append(codes.tobytes())
+            kept_total += n if book.size > 1 else 0
+            continue
         if cfg.mode == "bitdelta" and not vector:
             scale = float(np.mean(np.abs(d), dtype=np.float64))
             rows = _rows(task, entry["name"]) if cfg.scales == "channel" else 0
@@ -204,6 +225,8 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         "values": b"".join(val_chunks),
         "signs": b"".join(sign_chunks),
         "scales": b"".join(scale_chunks),
+        "codebooks": b"".join(book_chunks),
+        "codes": b"".join(code_chunks),
         "half": b"".join(half_chunks),
     }
     header = {
@@ -230,14 +253,15 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         "raw_bytes": {k: len(v) for k, v in streams.items()},
         # each stream compressed on its own (faster preset): an estimate of its share of the blob
         "xz_bytes": {"skeleton": len(_xz(skel_bytes, fast=True)), "positions": len(packed[how]),
-                     **{k: len(_xz(v, fast=True)) for k in ("values", "signs", "scales", "half") if (v := streams[k])}},
+                     **{k: len(_xz(v, fast=True)) for k in ("values", "signs", "scales", "codebooks", "codes", "half") if (v := streams[k])}},
     }
-    if cfg.mode == "bitdelta":
-        info.pop("density")
-        info.pop("value_bits")
-        info.pop("allocation")
-    else:
-        info.pop("scales")
+    drop = {"sparse": ("scales", "bits_per_weight"), "bitdelta": ("density", "value_bits", "allocation",
+            "bits_per_weight"), "mixed": ("density", "value_bits", "allocation", "scales")}[cfg.mode]
+    for k in drop:
+        info.pop(k)
+    if cfg.mode == "mixed":
+        levels = [e["levels"] for e in entries if e.get("kind") == "codes"]
+        info["levels"] = {str(L): levels.count(L) for L in sorted(set(levels))}
     return blob, info
 
 
@@ -311,6 +335,87 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
+def _mixed_plan(pairs: list[tuple[np.ndarray, np.ndarray]], bits_per_weight: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per tensor (base, task): (codebook float32 [L], codes uint8 [n]) with codebook sizes allocated greedily
+    by rate-distortion under ``bits_per_weight`` x all entries (rate: entropy of the codes + the codebook)."""
+    options = []  # per tensor: list of (rate bits, distortion, book, codes), on the lower convex hull
+    total = 0
+    for b, t in pairs:
+        d = t - b
+        total += d.size
+        import os
+        if os.environ.get("DW") == "delta":
+            weight = max(float(np.dot(d.astype(np.float64), d)), 1e-30)
+        elif os.environ.get("DW") == "one":
+            weight = 1.0
+        elif os.environ.get("DW") == "mix":
+            weight = max(float(np.dot(d.astype(np.float64), d)) ** 0.5 * float(np.dot(b.astype(np.float64), b)) ** 0.5, 1e-30)
+        else:
+            weight = max(float(np.dot(b.astype(np.float64), b)), float(np.dot(t.astype(np.float64), t)), 1e-30)
+        pts = []
+        for L in _LEVELS:
+            if L < int(os.environ.get("LMIN", "1")):
+                continue
+            book, codes = _lloyd(d, L)
+            counts = np.bincount(codes, minlength=L)
+            p = counts[counts > 0] / d.size
+            rate = float(-(p * np.log2(p)).sum()) * d.size + 32 * L
+            err = d - book[codes]
+            pts.append((rate, float(np.dot(err.astype(np.float64), err)) / weight, book, codes))
+        options.append(_lower_hull(pts))
+    budget = bits_per_weight * total
+    choice = [0] * len(options)
+    spent = sum(o[0][0] for o in options)
+    while True:  # take the step that buys the most distortion per bit while the budget lasts
+        best, best_slope = -1, 0.0
+        for i, o in enumerate(options):
+            j = choice[i]
+            if j + 1 < len(o):
+                dr, dd = o[j + 1][0] - o[j][0], o[j][1] - o[j + 1][1]
+                if spent + dr <= budget and dd / max(dr, 1e-9) > best_slope:
+                    best, best_slope = i, dd / max(dr, 1e-9)
+        if best < 0:
+            break
+        j = choice[best]
+        spent += options[best][j + 1][0] - options[best][j][0]
+        choice[best] = j + 1
+    return [(o[j][2], o[j][3]) for o, j in zip(options, choice)]
+
+
+def _lower_hull(pts: list[tuple]) -> list[tuple]:
+    """Options sorted by rate, keeping only those on the lower convex hull of (rate, distortion)."""
+    pts = sorted(pts, key=lambda p: (p[0], p[1]))
+    hull: list[tuple] = []
+    for p in pts:
+        if hull and p[1] >= hull[-1][1]:
+            continue  # costs more and is no better
+        while len(hull) >= 2:
+            (r1, d1), (r2, d2) = hull[-2][:2], hull[-1][:2]
+            if (d1 - d2) * (p[0] - r2) <= (d2 - p[1]) * (r2 - r1):  # hull[-1] lies above the chord
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return hull
+
+
+def _lloyd(x: np.ndarray, levels: int, iters: int = 15, sample: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd-Max codebook (sorted float32 [levels]) fitted on a strided sample, then codes for every entry,
+    and the codebook re-centred on the full data."""
+    xs = x[:: max(1, x.size // sample)].astype(np.float64)
+    book = np.quantile(xs, (np.arange(levels) + 0.5) / levels) if levels > 1 else np.array([xs.mean()])
+    for _ in range(iters if levels > 1 else 0):
+        idx = np.searchsorted((book[1:] + book[:-1]) / 2, xs)
+        cnt = np.bincount(idx, minlength=levels)
+        book = np.where(cnt > 0, np.bincount(idx, weights=xs, minlength=levels) / np.maximum(cnt, 1), book)
+        book.sort()
+    codes = np.searchsorted((book[1:] + book[:-1]) / 2, x).astype(np.uint8)
+    cnt = np.bincount(codes, minlength=levels)
+    full = np.bincount(codes, weights=x.astype(np.float64), minlength=levels)
+    book = np.where(cnt > 0, full / np.maximum(cnt, 1), book)  # stays sorted: each mean lies in its cell
+    return book.astype(np.float32), codes
+
+
 # ------------------------------------------------------------------------------------------- decoding
 
 
@@ -338,7 +443,7 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
     inits = {t.name: t for t in skeleton.graph.initializer}
     if len(inits) != len(skeleton.graph.initializer):
         raise _bad("its graph repeats an initializer name")
-    cursors = {k: 0 for k in ("positions", "values", "signs", "scales", "half")}
+    cursors = {k: 0 for k in ("positions", "values", "signs", "scales", "codebooks", "codes", "half")}
     seen: set[str] = set()
     for e in header["tensors"]:
         name = e["name"]
@@ -360,6 +465,13 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
             out = numpy_helper.to_array(b).astype(np.float32).ravel()  # a fresh, writable copy
             if e["kind"] == "sparse":
                 _apply_sparse(out, e, header["positions"], streams, cursors)
+            elif e["kind"] == "codes":
+                levels = e["levels"]
+                book = np.frombuffer(_take(streams, cursors, "codebooks", 4 * levels), "<f4")
+                codes = np.frombuffer(_take(streams, cursors, "codes", n), np.uint8)
+                if codes.size and int(codes.max()) >= levels:
+                    raise _bad(f"tensor {name[:60]!r} has a code past its {levels}-entry codebook")
+                out += book[codes]
             elif e["kind"] == "sign":
                 raw = _take(streams, cursors, "signs", (n + 7) // 8)
                 signs = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool)
@@ -465,14 +577,15 @@ def _check_header(h: Any) -> None:
     need(h["mode"] in MODES, "mode")
     need(h["positions"] in ("mask", "gaps"), "positions")
     s = h["streams"]
-    need(isinstance(s, dict) and list(s) == ["skeleton", "positions", "values", "signs", "scales", "half"], "streams")
+    need(isinstance(s, dict) and list(s) == ["skeleton", "positions", "values", "signs", "scales", "codebooks",
+                                                                "codes", "half"], "streams")
     need(all(_is_size(v) for v in s.values()), "stream sizes")
     need(isinstance(h["tensors"], list), "tensors")
     common = {"name", "kind"}
     for e in h["tensors"]:
         need(isinstance(e, dict) and isinstance(e.get("name"), str) and e.get("kind") in _KINDS, "tensor entry")
         kind = e["kind"]
-        keys = {"same": common | {"base"}, "half": common, "sign": common | {"base", "scale", "rows"},
+        keys = {"same": common | {"base"}, "half": common, "sign": common | {"base", "scale", "rows"}, "codes": common | {"base", "levels"},
                 "sparse": common | {"base", "bits", "k", "scale", "val_bytes", "pos_bytes"}}[kind]
         need(set(e) == keys, f"keys of tensor entry {e['name'][:60]!r}")
         if "base" in e:
@@ -481,6 +594,8 @@ def _check_header(h: Any) -> None:
             need(type(e["scale"]) in (int, float) and math.isfinite(e["scale"]), "tensor scale")
         if kind == "sign":
             need(_is_size(e["rows"]), "tensor scale rows")
+        if kind == "codes":
+            need(type(e["levels"]) is int and 1 <= e["levels"] <= 256, "tensor codebook size")
         if kind == "sparse":
             need(e["bits"] in VALUE_BITS and type(e["bits"]) is int, "tensor value bits")
             need(all(_is_size(e[k]) for k in ("k", "val_bytes", "pos_bytes")), "tensor sizes")
