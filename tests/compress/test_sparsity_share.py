@@ -135,3 +135,20 @@ def test_lowrank_factors_low_rank_layers_and_rebuilds():
     apply_arch_edits_(fresh, edits)
     fresh.load_state_dict(m.state_dict())
     assert torch.allclose(fresh.eval()(x), m(x), atol=1e-6)
+
+
+def test_sensitivity_allocation_spends_sparsity_where_it_is_cheap():
+    from slimship.compress.sensitivity import allocate_sparsity
+
+    table = {"cheap": {0.5: 0.0, 0.9: 0.01}, "costly": {0.5: 0.2, 0.9: 0.5}}
+    alloc = allocate_sparsity(table, {"cheap": 100, "costly": 100}, target=0.5)
+    assert alloc["cheap"] == 0.9 and alloc["costly"] < 0.5
+
+
+def test_unstructured_with_sensitivity_allocation_runs():
+    ctx, m = _ctx_and_model()
+    cfg = UnstructuredConfig(sparsity=0.5, allocation="sensitivity", recovery={"epochs": 0.3, "seconds": None})
+    s = METHODS.get("unstructured").handler(ModelState(model=m), cfg, ctx)
+    notes = s.notes["unstructured"]
+    assert set(notes["allocation"]) == set(notes["sensitivity"]["drop"])
+    assert notes["layer_sparsity"] == pytest.approx(0.5, abs=0.1)

@@ -114,11 +114,14 @@ def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressConte
     keep_zero = weight_masks(model)  # zeros from earlier steps stay zero
     layers = prunable_layers(model, cfg.spare)
     cur = {"s": -1.0, "masks": {}}
+    per_layer, notes = None, {}
+    if cfg.allocation == "sensitivity" and cfg.nm is None:
+        per_layer, notes = _sensitivity_allocation(model, layers, cfg, ctx)
 
     def update(progress: float) -> None:
         s = cfg.sparsity if cfg.schedule == "oneshot" or cfg.nm else cubic_sparsity(cfg.sparsity, progress)
         if s - cur["s"] >= 0.005 or (s == cfg.sparsity and cur["s"] != cfg.sparsity):
-            cur["masks"] = magnitude_masks(layers, s, cfg)
+            cur["masks"] = magnitude_masks(layers, s, cfg, per_layer)
             cur["s"] = s
         apply_masks_(layers, cur["masks"])
         apply_masks_(dict(model.named_modules()), keep_zero)
@@ -133,7 +136,21 @@ def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressConte
             f"val {r.best_val_accuracy:.4f}")
     return ModelState(model=model, arch_edits=state.arch_edits,
                       notes={**state.notes, "unstructured": {"layer_sparsity": round(1 - nz / max(tot, 1), 4),
-                                                             "layers": len(layers)}})
+                                                             "layers": len(layers), **notes}})
+
+
+def _sensitivity_allocation(model, layers, cfg: UnstructuredConfig, ctx: CompressContext) -> tuple[dict, dict]:
+    """Measure per-layer pruning cost on (a subset of) validation data and allocate the target from it."""
+    from slimship.compress.sensitivity import allocate_sparsity, prune_sensitivity
+    from slimship.transfer.finetune import accuracy
+
+    vx, vy = ctx.val_x[:500], ctx.val_y[:500]
+    levels = [s for s in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95) if s <= cfg.max_layer_sparsity]
+    base, table = prune_sensitivity(layers, levels, lambda: accuracy(model, vx, vy, ctx.pre))
+    sizes = {n: m.weight.numel() for n, m in layers.items()}
+    alloc = allocate_sparsity(table, sizes, cfg.sparsity)
+    ctx.log("sensitivity allocation: " + ", ".join(f"{n}={s:.2f}" for n, s in alloc.items()))
+    return alloc, {"sensitivity": {"val_subset_accuracy": base, "drop": table}, "allocation": alloc}
 
 
 @register_method("kmeans", KMeansShareConfig,

@@ -30,6 +30,9 @@ class UnstructuredConfig(BaseModel):
     spare: list[Literal["first", "last", "depthwise"]] = ["first", "last", "depthwise"]
     max_layer_sparsity: float = Field(0.95, gt=0, le=1)
     schedule: Literal["gradual", "oneshot"] = "gradual"
+    # "sensitivity": measure each layer's validation cost at several sparsities, then spread the global
+    # target across layers where it costs least (layer scope only)
+    allocation: Literal["uniform", "sensitivity"] = "uniform"
     nm: tuple[int, int] | None = None  # e.g. (2, 4): N of every M consecutive input weights kept (overrides sparsity)
     recovery: Recovery = Recovery()
 
@@ -51,10 +54,19 @@ def prunable_layers(model: nn.Module, spare: list[str]) -> dict[str, nn.Module]:
     return out
 
 
-def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, cfg: UnstructuredConfig) -> dict[str, torch.Tensor]:
-    """Boolean keep-masks for ``sparsity`` (layer-wise, global, or N:M)."""
+def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, cfg: UnstructuredConfig,
+                    per_layer: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """Boolean keep-masks for ``sparsity`` (layer-wise, global, or N:M).
+
+    ``per_layer`` gives each layer's final sparsity (sensitivity allocation); ``sparsity / cfg.sparsity`` is
+    then the fraction of the way there (gradual schedules).
+    """
     import torch
 
+    if per_layer is not None:
+        frac = sparsity / cfg.sparsity if cfg.sparsity else 1.0
+        return {n: _layer_mask(m.weight.detach().abs(), min(per_layer.get(n, 0.0) * frac, cfg.max_layer_sparsity))
+                for n, m in layers.items()}
     if cfg.nm is not None:
         return {n: _nm_mask(m.weight.detach(), *cfg.nm) for n, m in layers.items()}
     if cfg.scope == "global" and layers:
