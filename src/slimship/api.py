@@ -6,27 +6,20 @@ run resumes where it stopped, and a re-run with a changed compression plan does 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 from slimship.errors import SlimshipError
+from slimship.fsutil import write_atomically, write_bytes_atomically, write_text_atomically
 from slimship.progress import Reporter
 from slimship.recipe import Recipe, recipe_to_dict
 
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _Cache:
@@ -56,14 +49,11 @@ class _Cache:
         if model is not None:
             from safetensors.torch import save_file
 
-            tmp = self.root / f".{key}.safetensors.tmp"
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-            os.replace(tmp, self.root / f"{key}.safetensors")
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            write_atomically(self.root / f"{key}.safetensors", lambda tmp: save_file(state, str(tmp)))
         if onnx is not None:
-            tmp = self.root / f".{key}.onnx.tmp"
-            tmp.write_bytes(onnx)
-            os.replace(tmp, self.root / f"{key}.onnx")
-        _atomic_write_text(self.root / f"{key}.json", json.dumps(info, default=str))  # written last: the commit
+            write_bytes_atomically(self.root / f"{key}.onnx", onnx)
+        write_text_atomically(self.root / f"{key}.json", json.dumps(info, default=str))  # written last: the commit
 
 
 def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False) -> dict:
@@ -177,8 +167,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
                 pytorch_latency=(r is dense), extra=extra,
             ))
         winner = select_winner(entries, dense_name=dense["name"], budget_points=recipe.compress.accuracy_budget)
-        shutil.copyfile(pkg_dir / f"{winner['name']}.slim", out / ".model.slim.tmp")
-        os.replace(out / ".model.slim.tmp", out / "model.slim")
+        write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(pkg_dir / f"{winner['name']}.slim", tmp))
         metrics = {
             "slimship_version": __import__("slimship").__version__,
             "recipe": recipe.name,
@@ -192,8 +181,8 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
             "wall_seconds": round(time.perf_counter() - t_start, 1),
             "threads": torch.get_num_threads(),
         }
-        _atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        _atomic_write_text(out / "report.md", render_markdown(metrics))
+        write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+        write_text_atomically(out / "report.md", render_markdown(metrics))
         rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({winner['name']})")
         return metrics
     finally:

@@ -40,14 +40,10 @@ def run(args) -> int:
     text = render_recipe(model=args.model, weights=args.weights, data=args.data, test=args.test,
                          image_size=args.image_size or _guess_image_size(args.data))
     if args.out:
-        import os
-        from pathlib import Path
+        from slimship.fsutil import write_text_atomically
 
-        p = Path(args.out)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
-        print(f"wrote {p}")
+        write_text_atomically(args.out, text)
+        print(f"wrote {args.out}")
     else:
         print(text, end="")
     return 0

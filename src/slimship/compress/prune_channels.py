@@ -8,7 +8,6 @@ of the immediate loss), and a recovery fine-tune distilled from the dense model.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Literal
 
 from typing import TYPE_CHECKING

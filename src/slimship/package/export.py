@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from slimship.errors import PackageError, SlimshipError
+from slimship.fsutil import write_atomically
 from slimship.package.format import Package, read_package
 from slimship.package.pack import GRAPH_PART, ONNX_PART, WEIGHTS_PART
 
@@ -64,9 +63,9 @@ def export_package(
         tensors = onnx_initializers(graph, source=str(package))
         metadata = {"format": "onnx-initializers", "source_package_sha256": pkg.package_sha256,
                     "onnx_sha256": hashlib.sha256(graph).hexdigest()}
-        _write_atomically(Path(safetensors), lambda tmp: _save_safetensors(tensors, tmp, metadata))
+        write_atomically(Path(safetensors), lambda tmp: _save_safetensors(tensors, tmp, metadata))
     if onnx is not None:
-        _write_atomically(Path(onnx), lambda tmp: tmp.write_bytes(graph))
+        write_atomically(Path(onnx), lambda tmp: tmp.write_bytes(graph))
     return ExportResult(
         onnx=None if onnx is None else str(onnx),
         safetensors=None if safetensors is None else str(safetensors),
@@ -121,33 +120,3 @@ def _save_safetensors(tensors: dict[str, np.ndarray], path: Path, metadata: dict
     from safetensors.numpy import save_file
 
     save_file(tensors, path, metadata=metadata)
-
-
-def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` fills a hidden temporary file next to ``target``, which is fsynced and renamed over
-    ``target``; the temporary file is removed if anything fails."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise SlimshipError(f"cannot create the folder {target.parent} ({e.strerror or e}): check the path") from None
-    if target.is_dir():
-        raise SlimshipError(f"{target} is a folder: give a file name such as {target / 'model.onnx'}")
-    tmp = target.with_name(f".{target.name[:200]}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except PermissionError as e:
-        _remove(tmp)
-        raise SlimshipError(f"cannot write {target} ({e.strerror or e}): check the folder's permissions") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

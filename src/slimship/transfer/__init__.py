@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import time
 
-import torch
-
 from slimship.transfer.finetune import TrainConfig, accuracy, train
 from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
 
@@ -35,7 +33,6 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
     t = recipe.transfer
     X, Y = train_data
     VX, VY = val_data
-    K = int(Y.max().item()) + 1 if len(Y) else 0
     results: dict = {}
     # The fine-tune's cache key must not change when only the scratch baseline's settings do.
     tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr"})

@@ -7,7 +7,6 @@ with gradients from a random classifier.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
