@@ -147,6 +147,42 @@ def test_options_round_trip(graphs, x):
     assert _logits(apply_delta(base, blob), x).shape == (4, 3)
 
 
+@pytest.mark.parametrize("scales", ["tensor", "channel"])
+def test_mixed_codebooks_respect_the_budget_and_beat_bitdelta(graphs, scales):
+    base, task = graphs
+    b, t = _inits(base), _inits(task)
+    moved = [n for n in t if n in b and b[n].shape == t[n].shape and not np.array_equal(b[n], t[n])]
+
+    def rel_err(blob: bytes) -> float:
+        r = _inits(apply_delta(base, blob))
+        return sum(float(np.sum((r[n] - t[n]) ** 2)) for n in moved) / sum(float(np.sum((t[n] - b[n]) ** 2))
+                                                                        for n in moved)
+
+    sizes, errs = [], []
+    for bpw in (1.0, 2.0, 3.0):
+        blob, info = encode_delta(base, task, DeltaConfig("mixed", bits_per_weight=bpw, scales=scales))
+        assert info["mode"] == "mixed" and set(info["levels"]) <= {"2", "3", "4", "6", "8", "12", "16", "24", "32"}
+        assert info["raw_bytes"]["codes"] == info["delta_elements"]  # one byte per entry before lzma ...
+        assert info["xz_bytes"]["codes"] * 8 <= (bpw + 0.35) * info["delta_elements"]  # ... entropy-coded by it
+        sizes.append(len(blob))
+        errs.append(rel_err(blob))
+    assert sizes == sorted(sizes) and errs == sorted(errs, reverse=True) and errs[-1] < 0.05
+    bit = encode_delta(base, task, DeltaConfig("bitdelta", scales=scales))[0]
+    assert errs[0] < rel_err(bit)  # 1 bit per weight spent by codebooks does better than signs alone
+    # a given sensitivity steers the bits: tensors weighted up get the larger codebooks
+    heavy = {n: (1e6 if i % 2 else 1e-6) for i, n in enumerate(moved)}
+    _, info = encode_delta(base, task, DeltaConfig("mixed", bits_per_weight=1.5), sensitivity=heavy)
+    assert info["levels"] != encode_delta(base, task, DeltaConfig("mixed", bits_per_weight=1.5))[1]["levels"]
+
+
+def test_sensitivity_is_measured_per_tensor(graphs, x):
+    base, task = graphs
+    sens = dl.tensor_sensitivity(base, task, x, min_size=2000)
+    big = [n for n, v in _inits(task).items() if v.size >= 2000 and n in _inits(base)
+           and _inits(base)[n].shape == v.shape]
+    assert sens and set(sens) <= set(big) and all(v >= 0 and np.isfinite(v) for v in sens.values())
+
+
 def test_tensors_are_matched_by_use_when_names_differ(graphs):
     import onnx
 
@@ -191,8 +227,9 @@ def test_best_delta_picks_the_smallest_blob_within_the_drop(graphs, x):
     def score(onnx_bytes: bytes) -> float:  # "accuracy" = closeness of the logits, 1.0 when identical
         return 1.0 - float(np.abs(_logits(onnx_bytes, x) - ref).max())
 
-    blob, info = best_delta(base, task, score, max_drop=0.05, densities=(0.01, 1.0))
-    assert len(info["trials"]) == 3 and {t["mode"] for t in info["trials"]} == {"sparse", "bitdelta"}
+    blob, info = best_delta(base, task, score, max_drop=0.05, densities=(0.01, 1.0), budgets=(1.5,), inputs=x)
+    assert len(info["trials"]) == 5 and {t["mode"] for t in info["trials"]} == {"sparse", "bitdelta", "mixed"}
+    assert info["sensitivity"]
     ok = [t for t in info["trials"] if t["ok"]]
     assert ok and len(blob) == min(t["bytes"] for t in ok) and not info["fallback"]
     assert info["val_delta"] >= info["val_task"] - 0.05
@@ -249,6 +286,22 @@ def test_damaged_blobs_are_refused(graphs):
         lambda h: [],
     ]
     cases += [_reseal(blob, e) for e in edits]
+
+    def first(which, h, **over):
+        next(e for e in h["tensors"] if e["kind"] == which).update(over)
+        return h
+
+    mixed = encode_delta(base, task, DeltaConfig("mixed", bits_per_weight=2.0, scales="channel"))[0]
+    signs = encode_delta(base, task, DeltaConfig("bitdelta", scales="channel"))[0]
+    cases += [
+        _reseal(mixed, lambda h: first("codes", h, levels=1)),  # codes past the codebook
+        _reseal(mixed, lambda h: first("codes", h, levels=300)),
+        _reseal(mixed, lambda h: first("codes", h, rows=7)),  # rows that do not divide the tensor
+        _reseal(mixed, lambda h: first("codes", h, rows=-1)),
+        _reseal(signs, lambda h: first("sign", h, rows=3)),
+        _reseal(signs, lambda h: first("sign", h, kind="codes")),
+        _reseal(signs, lambda h: first("sign", h, name="no-such-initializer")),
+    ]
     for bad in cases:
         with pytest.raises(PackageError):
             apply_delta(base, bad)
