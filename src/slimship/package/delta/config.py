@@ -1,0 +1,85 @@
+"""Delta blob constants, the :class:`DeltaConfig` dataclass and the malformed-blob error."""
+
+from __future__ import annotations
+
+import lzma
+import struct
+from dataclasses import dataclass
+
+from slimship.errors import PackageError
+
+DELTA_PART = "delta.bin"
+BLOB_VERSION = 1
+MODES = ("sparse", "bitdelta", "mixed")
+VALUE_BITS = (4, 8, 16, 32)
+ALLOCATIONS = ("uniform", "norm")
+
+_MAGIC = b"SLIMDLT\x00"
+_PREFIX = struct.Struct("<8sHQ32s")  # magic, version, payload size, sha256(payload); then the xz stream
+_MAX_PAYLOAD = 2 * 2**30
+_MAX_HEADER = 16 * 2**20
+_LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+_LZMA_MEMLIMIT = 256 * 2**20
+_FLOAT = 1  # onnx.TensorProto.FLOAT
+_NUMERIC_TYPES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # type: itemsize
+_KINDS = ("same", "sparse", "sign", "codes", "half")
+# Codebook sizes the mixed mode chooses from. At least 2: dropping a tensor's delta (1 level) looked cheap
+# by the error measure but cost far more accuracy than a sign-like 2-level code on real fine-tunes.
+_LEVELS = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+_FIX = "re-create the delta with slimship.package.delta.encode_delta"
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class DeltaConfig:
+    """How to encode a task against its base.
+
+    mode: ``"sparse"`` (top-``density`` entries, quantised), ``"bitdelta"`` (sign + one scale per tensor) or
+        ``"mixed"`` (every entry, coded with a per-tensor codebook whose size is chosen per tensor).
+    density: fraction of entries kept per tensor (sparse; ``1.0`` keeps every changed entry).
+    value_bits: 4 or 8 (int, per-tensor scale), 16 (fp16 delta) or 32 (lossless) for kept values.
+    allocation: ``"uniform"`` keeps ``density`` of every tensor; ``"norm"`` keeps the same total but gives each
+        tensor a share proportional to its relative change ``rms(delta) / rms(base)`` (clipped to
+        ``[density/4, 1]``), so tensors that moved more keep more entries.
+    scales: bitdelta / mixed scale per ``"tensor"`` (BitDelta) or per output ``"channel"`` (row of axis 0:
+        one fp16 multiplier per channel on top of the tensor's fp32 scale, which follows per-channel effects
+        such as BatchNorm folded into the weights).
+    bits_per_weight: mixed mode's budget: average bits per delta entry (entropy estimate; lzma lands close).
+        Each tensor's delta is quantised with a Lloyd-Max codebook of 2 to 32 levels; the sizes are allocated
+        across tensors greedily by rate-distortion, the distortion of a tensor being its squared error relative
+        to the energy of its base weights (an estimate of the noise it adds to its layer's output), times its
+        measured sensitivity when one is given.
+    dense_vectors: store the deltas of 1-D tensors (biases, the folded BatchNorm shifts) completely, as fp16.
+    head_bits: 32 keeps tensors without a base counterpart (the new head) in fp32; 16 stores them as fp16.
+    """
+
+    mode: str = "sparse"
+    density: float = 0.05
+    value_bits: int = 8
+    allocation: str = "uniform"
+    scales: str = "tensor"
+    bits_per_weight: float = 1.4
+    dense_vectors: bool = False
+    head_bits: int = 32
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"DeltaConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if not isinstance(self.density, (int, float)) or not 0.0 < float(self.density) <= 1.0:
+            raise ValueError(f"DeltaConfig.density must be in (0, 1], got {self.density!r}")
+        if self.value_bits not in VALUE_BITS:
+            raise ValueError(f"DeltaConfig.value_bits must be one of {VALUE_BITS}, got {self.value_bits!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"DeltaConfig.allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if not isinstance(self.bits_per_weight, (int, float)) or not 0.0 < float(self.bits_per_weight) <= 8.0:
+            raise ValueError(f"DeltaConfig.bits_per_weight must be in (0, 8], got {self.bits_per_weight!r}")
+        if self.scales not in ("tensor", "channel"):
+            raise ValueError(f"DeltaConfig.scales must be 'tensor' or 'channel', got {self.scales!r}")
+        if self.head_bits not in (16, 32):
+            raise ValueError(f"DeltaConfig.head_bits must be 16 or 32, got {self.head_bits!r}")
+
+
+def _bad(what: str) -> PackageError:
+    return PackageError(f"the delta blob is malformed: {what}; the file is corrupted, {_FIX}")
