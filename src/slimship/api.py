@@ -68,7 +68,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     from slimship.data import load_dataset
     from slimship.data.split import stratified_subsample
     from slimship.data.transforms import Preprocessing, resize_uint8
-    from slimship.evaluate.measure import measure_and_pack, test_inputs
+    from slimship.evaluate.measure import finish_latency, measure_and_pack, test_inputs
     from slimship.evaluate.report import render_markdown, select_winner
     from slimship.models import create_model
     from slimship.transfer import transfer_model
@@ -152,6 +152,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         for name, (state, secs) in states.items():
             todo.append((name, {"model": state.model, "onnx": state.onnx, "arch_edits": state.arch_edits,
                                 "notes": state.notes, "seconds": secs, "kind": "compressed"}, True))
+        pack_args_of = {}
         for name, r, compressed in todo:
             rep.log(f"measuring {name}")
             # Compressed models without a deploy graph of their own keep BN unfolded, so shared/sparse weights
@@ -159,13 +160,15 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
             encode = compressed and not r.get("onnx")
             onnx = r.get("onnx") or export_onnx(r["model"], size, fold_bn=not encode)
             extra = {"train_seconds": round(r.get("seconds", 0.0), 1), "notes": r.get("notes", {})}
+            pack_args_of[name] = {**base_pack, "arch_edits": r.get("arch_edits", {}), "encode_weights": encode}
             entries.append(measure_and_pack(
                 name=name, kind=r["kind"], model=r["model"], onnx=onnx, path=pkg_dir / f"{name}.slim",
-                pack_args={**base_pack, "arch_edits": r.get("arch_edits", {}), "encode_weights": encode},
-                val=val_in, test=test_in,
+                pack_args=pack_args_of[name], val=val_in, test=test_in,
                 compressed=compressed, batch_sizes=ev.batch_sizes, runs=ev.latency_runs,
                 pytorch_latency=(r is dense), extra=extra,
             ))
+        rep.log(f"latency: {len(entries)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}")
+        finish_latency(entries, pack_args_of, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
         winner = select_winner(entries, dense_name=dense["name"], budget_points=recipe.compress.accuracy_budget)
         write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(pkg_dir / f"{winner['name']}.slim", tmp))
         metrics = {
