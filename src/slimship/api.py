@@ -110,7 +110,11 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         rep.log(f"model {m.architecture}: weights {built.weights_report.get('source')} "
                 f"({built.weights_report.get('layout', '-')}, {built.weights_report.get('loaded', 0)} tensors)")
         pre = Preprocessing(size, splits.channels, built.mean, built.std)
-        base_key = _key(rd["model"], rd["data"], recipe.seed)
+        # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
+        fingerprint = hashlib.sha256()
+        for t in (X, Y, VX, VY):
+            fingerprint.update(t.numpy().tobytes())
+        base_key = _key(rd["model"], rd["data"], recipe.seed, fingerprint.hexdigest())
         results = transfer_model(recipe, built.model, build, (X, Y), (VX, VY), pre, cache, base_key, rep)
         dense = results["dense"]
 
