@@ -103,3 +103,18 @@ def test_arch_edits_rebuild_a_shrunk_model():
     apply_arch_edits_(a, edits)
     a.load_state_dict({k: v for k, v in b.state_dict().items() if not k.startswith("blocks")}, strict=False)
     assert a.conv_stem.weight.shape[0] == 4
+
+
+def test_trusted_pickle_is_converted_once_to_safetensors(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setenv("SLIMSHIP_CACHE", str(tmp_path / "cache"))
+    src = create_model("test_efficientnet", 3, weights=None, image_size=32).model
+    f = tmp_path / "legacy.pth"
+    torch.save({"state_dict": src.state_dict(), "args": argparse.Namespace(lr=0.1)}, f)  # needs full unpickling
+    with pytest.raises(ModelError, match="trust_pickle"):
+        create_model("test_efficientnet", 3, weights=str(f), image_size=32)
+    built = create_model("test_efficientnet", 3, weights=str(f), image_size=32, trust_pickle=True)
+    assert torch.equal(built.model.conv_stem.weight, src.conv_stem.weight)
+    converted = list((tmp_path / "cache" / "converted").glob("*.safetensors"))
+    assert len(converted) == 1  # later loads read this copy, never the pickle
