@@ -26,7 +26,10 @@ class KMeansShareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: Literal["kmeans"] = "kmeans"
     bits: int = Field(4, ge=1, le=8)
-    spare: list[Literal["first", "last", "depthwise"]] = []
+    # Depthwise kernels are spared by default: with BatchNorm unfolded their per-channel magnitudes differ by
+    # orders of magnitude, and one 16-value codebook per layer cost 4.9 validation points on EfficientNet-Lite0
+    # (W0) against 0.6 with them spared (benchmarks/compression_w0.py).
+    spare: list[Literal["first", "last", "depthwise"]] = ["depthwise"]
     min_weights: int = Field(256, ge=0)  # smaller layers stay as they are (their codebook would cost more)
     iterations: int = Field(20, ge=1)
     recovery: Recovery = Recovery(seconds=60, lr=1e-4, kd_alpha=0.7)
