@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from slimship.errors import SlimshipError
 
@@ -68,6 +68,3 @@ class Registry(Generic[T]):
     def list(self) -> list[Entry[T]]:
         return list(self._entries.values())
 
-
-def describe(entries: list[Entry[Any]]) -> list[tuple[str, str]]:
-    return [(e.name, e.help) for e in entries]

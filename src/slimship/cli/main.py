@@ -50,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def entry() -> None:  # pragma: no cover - console script
-    sys.exit(main())
-
-
 if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sys.exit(main())
