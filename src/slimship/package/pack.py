@@ -98,8 +98,13 @@ class LoadedPackage:
         return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def load_package(path: str | Path) -> LoadedPackage:
-    """Read and fully verify a package; raise PackageError with a clear message if anything is off."""
+def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
+    """Read and fully verify a package; raise PackageError with a clear message if anything is off.
+
+    A delta package (a task stored against a base package, see docs/delta.md) is rebuilt against its base:
+    ``base`` when given, else a ``*.slim`` in the same folder whose package hash is the one the delta
+    records; if there is none, PackageError names the base to supply. ``base`` is refused for a full package.
+    """
     pkg = read_package(path, verify=True)
     m = pkg.manifest
     try:
@@ -109,7 +114,13 @@ def load_package(path: str | Path) -> LoadedPackage:
             raise TypeError("class_names")
     except (KeyError, TypeError, ValueError) as e:
         raise PackageError(f"{path}: the manifest lacks a valid model description ({e}); re-create the package with `slimship run`") from None
-    if ONNX_PART in pkg.parts:
+    if "delta" in m:
+        from slimship.package.delta.package import _task_onnx, find_base
+
+        onnx = _task_onnx(pkg, path, find_base(path, m, base))[0]
+    elif base is not None:
+        raise PackageError(f"{path} is a full package, not a delta package: it needs no base, drop --base")
+    elif ONNX_PART in pkg.parts:
         onnx = pkg.read_part(ONNX_PART)
     elif GRAPH_PART in pkg.parts and WEIGHTS_PART in pkg.parts:
         from slimship.package.weights_codec import decode_graph

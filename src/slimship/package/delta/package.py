@@ -1,15 +1,20 @@
-"""Delta packages: :func:`pack_delta` writes a ``.slim`` holding a delta, :func:`load_task_onnx` rebuilds it."""
+"""Delta packages: :func:`pack_delta` writes a ``.slim`` holding a delta, :func:`load_task_onnx` rebuilds the
+task graph from it and its base, :func:`rebuild_package` writes the task back as a normal full package, and
+:func:`find_base` locates the base package of a delta package on disk."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from slimship.errors import PackageError
 from slimship.package.delta.config import DELTA_PART
 from slimship.package.delta.decode import _open_blob, apply_delta
+
+_TRAILER = 32  # bytes: a package file ends with the SHA-256 of everything before it (its package hash)
 
 
 def pack_delta(path: str | Path, *, base_package: str | Path, task_package: str | Path, blob: bytes,
@@ -22,12 +27,9 @@ def pack_delta(path: str | Path, *, base_package: str | Path, task_package: str 
     the blob was not made against the base package's graph, PackageError if a package does not read.
     """
     from slimship.package.format import read_package, write_package
-    from slimship.package.pack import ONNX_PART
 
     base = read_package(base_package)
-    if ONNX_PART not in base.parts:
-        raise PackageError(f"{base_package} has no {ONNX_PART}: pass a full package as the base")
-    base_graph = hashlib.sha256(base.read_part(ONNX_PART)).hexdigest()
+    base_graph = hashlib.sha256(_base_graph(base, base_package)).hexdigest()
     header, _ = _open_blob(blob)
     if header["base_sha256"] != base_graph:
         raise ValueError(f"the blob was made against base graph {header['base_sha256'][:16]}..., not the graph of "
@@ -43,6 +45,12 @@ def pack_delta(path: str | Path, *, base_package: str | Path, task_package: str 
     return write_package(path, manifest, {DELTA_PART: bytes(blob)}, codecs={DELTA_PART: "none"})
 
 
+def is_delta_manifest(manifest: dict) -> bool:
+    """True for the manifest of a delta package (it has a ``delta`` entry; whether that entry is intact is
+    checked when the package is rebuilt)."""
+    return isinstance(manifest, dict) and "delta" in manifest
+
+
 def load_task_onnx(delta_package_path: str | Path, base_package_path: str | Path) -> bytes:
     """Rebuild the task ONNX from a delta package and its base package (both fully verified).
 
@@ -50,19 +58,70 @@ def load_task_onnx(delta_package_path: str | Path, base_package_path: str | Path
     hash decides: it is what the reconstruction depends on). Raises PackageError otherwise.
     """
     from slimship.package.format import read_package
+
+    return _task_onnx(read_package(delta_package_path), delta_package_path, base_package_path)[0]
+
+
+def rebuild_package(delta_package_path: str | Path, base_package_path: str | Path, out: str | Path) -> int:
+    """Write the task of a delta package as a normal full package at ``out`` (atomically); returns its size.
+
+    The manifest is the delta package's without its ``delta`` entry, plus ``rebuilt_from``: the ids (SHA-256
+    of the whole file, as a store names packages) of the base and the delta package, and the delta's mode.
+    The graph is stored whole as ``model.onnx``, so ``load_package``, ``eval``, ``predict`` and ``export``
+    need nothing else. Raises PackageError as :func:`load_task_onnx` does.
+    """
+    from slimship.package.format import read_package, sha256_file, write_package
     from slimship.package.pack import ONNX_PART
 
     pkg = read_package(delta_package_path)
-    meta = pkg.manifest.get("delta")
-    if (not isinstance(meta, dict) or DELTA_PART not in pkg.parts
-            or not all(isinstance(meta.get(k), str) for k in ("base_package_sha256", "base_graph_sha256"))):
-        raise PackageError(f"{delta_package_path} is not a delta package (no delta manifest entry or no "
-                           f"{DELTA_PART}): load it with slimship.package.pack.load_package instead")
+    onnx, meta = _task_onnx(pkg, delta_package_path, base_package_path)
+    manifest = copy.deepcopy(pkg.manifest)
+    del manifest["delta"]
+    if isinstance(manifest.get("model"), dict):
+        manifest["model"].pop("weights_encoding", None)  # the task's own encoding; the rebuilt graph is whole
+    manifest["rebuilt_from"] = {"base_package": sha256_file(base_package_path),
+                                "delta_package": sha256_file(delta_package_path), "mode": meta.get("mode")}
+    return write_package(out, manifest, {ONNX_PART: onnx})
+
+
+def find_base(delta_package_path: str | Path, manifest: dict, base: str | Path | None = None) -> Path:
+    """The base package file for a delta package: ``base`` when given, else a ``*.slim`` in the delta
+    package's folder whose package hash (its last 32 bytes: a cheap check; the full verification follows
+    when the task is rebuilt) is the recorded ``base_package_sha256``.
+
+    Raises PackageError naming the base package to supply when none is found.
+    """
+    if base is not None:
+        return Path(base)
+    want = _meta(manifest, delta_package_path)["base_package_sha256"]
+    here = Path(delta_package_path)
+    for candidate in sorted(here.parent.glob("*.slim")):
+        try:
+            if candidate.samefile(here) or candidate.stat().st_size < _TRAILER:
+                continue
+            with open(candidate, "rb") as f:
+                f.seek(-_TRAILER, os.SEEK_END)
+                if f.read(_TRAILER).hex() == want:
+                    return candidate
+        except OSError:
+            continue
+    raise PackageError(
+        f"{delta_package_path} is a delta package and its base (package sha256 {want}) is not in its folder: "
+        f"pass the base package with --base BASE.slim (base= in Python), or pull the task from its store as a "
+        f"full package"
+    )
+
+
+def _task_onnx(pkg, delta_package_path: str | Path, base_package_path: str | Path) -> tuple[bytes, dict]:
+    """(task ONNX, delta manifest entry) of the verified delta package ``pkg`` rebuilt against a base file."""
+    from slimship.package.format import read_package
+
+    meta = _meta(pkg.manifest, delta_package_path)
+    if DELTA_PART not in pkg.parts:
+        raise PackageError(f"{delta_package_path} is not a delta package (no {DELTA_PART}): load it with "
+                           f"slimship.package.pack.load_package instead")
     base = read_package(base_package_path)
-    if ONNX_PART not in base.parts:
-        raise PackageError(f"{base_package_path} has no {ONNX_PART}: pass the full base package the delta was "
-                           f"made from")
-    base_onnx = base.read_part(ONNX_PART)
+    base_onnx = _base_graph(base, base_package_path)
     graph = hashlib.sha256(base_onnx).hexdigest()
     if base.package_sha256 != meta["base_package_sha256"] and graph != meta["base_graph_sha256"]:
         raise PackageError(
@@ -70,4 +129,26 @@ def load_task_onnx(delta_package_path: str | Path, base_package_path: str | Path
             f"{base.package_sha256[:16]}..., expected {meta['base_package_sha256'][:16]}...): pass the base "
             f"package the delta was made from"
         )
-    return apply_delta(base_onnx, pkg.read_part(DELTA_PART))
+    return apply_delta(base_onnx, pkg.read_part(DELTA_PART)), meta
+
+
+def _meta(manifest: dict, path: str | Path) -> dict:
+    meta = manifest.get("delta") if isinstance(manifest, dict) else None
+    if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), str) for k in ("base_package_sha256", "base_graph_sha256")):
+        raise PackageError(f"{path} is not a delta package (no valid delta manifest entry): load it with "
+                           f"slimship.package.pack.load_package instead")
+    return meta
+
+
+def _base_graph(base, path: str | Path) -> bytes:
+    """The base package's whole ONNX graph (``model.onnx``, or ``graph.onnx`` + ``weights.bin`` decoded)."""
+    from slimship.package.export import deploy_graph
+
+    if "delta" in base.manifest:
+        raise PackageError(f"{path} is itself a delta package: a base must be a full package (pull it from its "
+                           f"store without --raw)")
+    try:
+        return deploy_graph(base)
+    except PackageError:
+        raise PackageError(f"{path} has no deploy graph: pass the full package the delta was made from") from None

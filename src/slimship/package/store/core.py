@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from slimship.errors import PackageError
 from slimship.package.format import verify_package
 from slimship.package.store.backend import _Missing, _open_backend, _write_atomically
+from slimship.package.store.deltas import base_for_push, pull_rebuilt, task_usage
 from slimship.package.store.records import (
     _MAX_RECORD_BYTES,
     _check_record,
@@ -49,6 +50,10 @@ class PushResult:
     size_bytes: int
     blobs_written: int
     bytes_written: int
+    base: str | None = None  # a delta package: the id of the package in the store it was encoded against
+    full_bytes: int | None = None  # a task pushed with a base: the size of its full package
+    check: dict | None = None  # a task pushed with a base: how the rebuilt graph compared with the task's
+    note: str | None = None  # e.g. why a task pushed with a base was stored as a full package
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class PullResult:
     package: str
     path: str
     size_bytes: int
+    rebuilt_from: str | None = None  # a delta package pulled as a full package: the id of its base
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class Store:
     # ---------------------------------------------------------------------------------- push
 
     def push(self, package: str | os.PathLike[str], name: str | None = None,
-             version: str | None = None) -> PushResult:
+             version: str | None = None, *, base: str | None = None) -> PushResult:
         """Store the package file ``package`` as ``name@version`` and make it ``name``'s latest.
 
         ``name`` defaults to the file's stem, ``version`` to the first 12 hex characters of the package
@@ -101,7 +107,12 @@ class Store:
         a no-op apart from moving ``latest``; a version already pointing at another package is refused
         (versions are immutable). Order: blobs, record, version ref, latest ref — so an interrupted push
         leaves no ref to an incomplete package, and pushing again completes it.
-        Raises PackageError on a bad package, name or version, or an unwritable store.
+
+        A delta package (see docs/delta.md) is accepted only once its base package is in the store: ``base``
+        (a package id) names it, else the store is searched for the package the delta records. Its record
+        then names the base, so that :meth:`pull` can rebuild the task. To encode a task against a base
+        and push it, use :func:`slimship.package.store.push_delta`.
+        Raises PackageError on a bad package, name or version, a missing base, or an unwritable store.
         """
         if name is None:
             name = Path(package).stem
@@ -116,14 +127,17 @@ class Store:
             raise PackageError(f"{LATEST!r} is reserved for the newest version: pick another --tag")
         with self._io("push to"):
             self._refuse_moved_version(name, version, package_id)
+            base_id = base_for_push(self, info.manifest, base, package)
             self._ensure_marker()
             record, blobs = _split_package(data, info, package_id)
+            if base_id is not None:
+                record["base"] = base_id
             written = [self._put_blob(digest, blob) for digest, blob in blobs.items()]
             if self._backend.size(_record_key(package_id)) is None:
                 self._backend.write(_record_key(package_id), _dump_json(record))
             self._backend.write(_ref_key(name, version), package_id.encode() + b"\n")
             self._backend.write(_ref_key(name, LATEST), package_id.encode() + b"\n")
-        return PushResult(name, version, package_id, len(data), sum(1 for n in written if n), sum(written))
+        return PushResult(name, version, package_id, len(data), sum(1 for n in written if n), sum(written), base_id)
 
     def _refuse_moved_version(self, name: str, version: str, package_id: str) -> None:
         current = self._read_ref(name, version, missing_ok=True)
@@ -160,18 +174,25 @@ class Store:
 
     # ---------------------------------------------------------------------------------- pull
 
-    def pull(self, ref: str, out: str | os.PathLike[str] | None = None) -> PullResult:
+    def pull(self, ref: str, out: str | os.PathLike[str] | None = None, *, raw: bool = False) -> PullResult:
         """Re-assemble package ``ref`` (``NAME``, ``NAME@VERSION``, ``NAME@sha256:HEX``) into ``out``.
 
         ``out`` defaults to ``./NAME.slim``; an existing folder gets ``NAME.slim`` inside it. Every
         blob's SHA-256, the trailer, the whole file's SHA-256 (= the package id) and the package itself
         (:func:`verify_package`) are checked on a temporary file in the target folder, which then
         replaces ``out`` atomically; on any problem ``out`` is left untouched and PackageError raised.
+
+        A delta package is written as the full task package rebuilt from it and its base (both fetched and
+        verified the same way; the result's manifest notes both ids in ``rebuilt_from``), unless ``raw``:
+        then the delta package itself, byte-identical to what was pushed.
         """
         name, version, package_id = self.resolve(ref)
         target = _pull_target(out, name)
         with self._io("read from"):
             record = self._record(package_id)
+            if "base" in record and not raw:
+                size = pull_rebuilt(self, record, target)
+                return PullResult(name, version, package_id, str(target), size, record["base"])
             _write_atomically(target, lambda f: self._assemble(record, f), verify=self._verified)
         return PullResult(name, version, package_id, str(target), record["size_bytes"])
 
@@ -260,6 +281,19 @@ class Store:
     def _version_of(self, name: str, versions: list[str], package_id: str) -> str:
         return next((v for v in versions if self._read_ref(name, v) == package_id), LATEST)
 
+    def exists(self) -> bool:
+        """True once something was pushed here (the store marker exists)."""
+        with self._io("read from"):
+            return self._backend.size(_MARKER) is not None
+
+    def has_package(self, package_id: str) -> bool:
+        """True if the store holds a record for package ``package_id`` (SHA-256 of the whole file)."""
+        if not isinstance(package_id, str) or not _HEX64.fullmatch(package_id) or not self.exists():
+            return False
+        with self._io("read from"):
+            self._check_marker()
+            return self._backend.size(_record_key(package_id)) is not None
+
     # ----------------------------------------------------------------------------- list, stats
 
     def list(self) -> list[StoreEntry]:
@@ -281,35 +315,42 @@ class Store:
         ``names``, ``versions``, ``blobs``, ``logical_bytes`` (sum of those packages' file sizes),
         ``physical_bytes`` (sum of all blob sizes), ``metadata_bytes`` (records, refs, marker),
         ``bytes_per_package`` (physical / packages), ``dedup_ratio`` (logical / physical) and
-        ``unreferenced_packages`` (records no ref points at, e.g. left by an interrupted push)."""
+        ``unreferenced_packages`` (records no ref points at, e.g. left by an interrupted push).
+
+        Per ``name@version``, ``tasks`` lists the stored bytes, whether it is a delta and of which base, and
+        ``full_bytes`` (what its full package costs; recorded at push time, None if unknown);
+        ``full_package_bytes`` is what every package (bases included) would take stored whole and
+        ``delta_saved_bytes`` how much less the packages take as stored (see docs/delta.md)."""
         with self._io("read from"):
             self._check_marker()
-            ids: set[str] = set()
+            refs: list[tuple[str, str, str]] = []
             names = self._names()
-            versions = 0
             for name in names:
                 for version in self._versions(name):
-                    ids.add(self._read_ref(name, version))
-                    versions += 1
-            logical = sum(self._record(i)["size_bytes"] for i in ids)
+                    refs.append((name, version, self._read_ref(name, version)))
+            records = {i: self._record(i) for _, _, i in refs}
+            ids = set(records)
+            logical = sum(r["size_bytes"] for r in records.values())
+            tasks = task_usage(self, refs, records)
             blobs = self._backend.sizes(_BLOBS)
             physical = sum(blobs.values())
             record_sizes = self._backend.sizes(_PACKAGES)
-            records = {k.rsplit("/", 1)[-1].removesuffix(".json") for k in record_sizes}
+            known = {k.rsplit("/", 1)[-1].removesuffix(".json") for k in record_sizes}
             metadata = sum(record_sizes.values()) + sum(self._backend.sizes(_REFS).values())
             metadata += self._backend.size(_MARKER) or 0
         return {
             "store": self.url,
             "packages": len(ids),
             "names": len(names),
-            "versions": versions,
+            "versions": len(refs),
             "blobs": len(blobs),
             "logical_bytes": logical,
             "physical_bytes": physical,
             "metadata_bytes": metadata,
             "bytes_per_package": round(physical / len(ids)) if ids else 0,
             "dedup_ratio": round(logical / physical, 4) if physical else None,
-            "unreferenced_packages": len(records - ids),
+            "unreferenced_packages": len(known - ids),
+            **tasks,
         }
 
     # ------------------------------------------------------------------------------- reading

@@ -70,6 +70,10 @@ def _check_record(record: Any, package_id: str) -> dict:
         raise ValueError("bad package_sha256")
     if not isinstance(record.get("manifest"), dict):
         raise ValueError("bad manifest")
+    # A delta package's record names the package it was encoded against (its base, in the same store).
+    if "base" in record and (not isinstance(record["base"], str) or not _HEX64.fullmatch(record["base"])
+                             or record["base"] == package_id):
+        raise ValueError("bad base")
     header, parts = record.get("header"), record.get("parts")
     if not isinstance(parts, list):
         raise ValueError("bad parts")
