@@ -132,7 +132,7 @@ def _base_file(store: Any, base: str | os.PathLike[str], fetch_to: Path) -> tupl
                                f"(slimship push {text} {store.url})")
         return path, base_id
     if not store.exists():
-        raise PackageError(f"the base {text} is not in store {store.url} (it holds nothing yet): push the base "
+        raise PackageError(f"the base {text!r} is not in store {store.url} (it holds nothing yet): push the base "
                            f"first (slimship push BASE.slim {store.url})")
     name, _, base_id = store.resolve(text)
     store.pull(f"{name}@sha256:{base_id}", fetch_to, raw=True)
