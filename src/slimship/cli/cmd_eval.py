@@ -5,6 +5,8 @@ HELP = "evaluate a .slim package on labelled data (folder, idx, npz, fashion-mni
 
 def add_arguments(p) -> None:
     p.add_argument("package", help=".slim package")
+    p.add_argument("--base", metavar="BASE.slim",
+                   help="for a task stored as a delta: its base package (default: the matching .slim next to it)")
     p.add_argument("--data", required=True, help="labelled data; for a source with its own test split, that split")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
@@ -16,7 +18,7 @@ def run(args) -> int:
     from slimship.data import load_eval_split
     from slimship.package.pack import load_package
 
-    pkg = load_package(args.package)
+    pkg = load_package(args.package, base=args.base)
     pre = pkg.preprocessing
     split = load_eval_split(args.data, pkg.class_names, pre.channels, None)
     t0 = time.perf_counter()

@@ -5,15 +5,19 @@ HELP = "write a package's deploy graph as a .onnx file and/or its weights as a .
 
 def add_arguments(p) -> None:
     p.add_argument("package", help=".slim package")
+    p.add_argument("--base", metavar="BASE.slim",
+                   help="for a task stored as a delta: its base package (default: the matching .slim next to it)")
     p.add_argument("--onnx", metavar="FILE", help="write the deploy graph (ONNX) here")
     p.add_argument("--safetensors", metavar="FILE",
                    help="write the graph's initializers (weights, int8 weights, scales, zero points) here")
 
 
 def run(args) -> int:
+    from slimship.package.delta.package import full_package
     from slimship.package.export import export_package
 
-    r = export_package(args.package, onnx=args.onnx, safetensors=args.safetensors)
+    with full_package(args.package, args.base) as path:  # a delta package: its task rebuilt, in a temp folder
+        r = export_package(path, onnx=args.onnx, safetensors=args.safetensors)
     if r.onnx:
         print(f"wrote {r.onnx}")
     if r.safetensors:

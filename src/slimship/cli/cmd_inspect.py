@@ -25,6 +25,8 @@ def run(args) -> int:
         "parts": [{"name": p.name, "codec": p.codec, "stored_bytes": p.stored_size, "raw_bytes": p.raw_size, "sha256": p.sha256}
                   for p in pkg.parts.values()],
         "recipe": m.get("recipe", {}).get("name"),
+        "delta": _delta_summary(m.get("delta")),
+        "rebuilt_from": m.get("rebuilt_from"),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -35,8 +37,32 @@ def run(args) -> int:
           f"{info['structural_edits']} pruned layers")
     acc = info["metrics"].get("accuracy")
     if isinstance(acc, (int, float)):
-        print(f"  measured: test accuracy {100 * acc:.2f} %, params {info['metrics'].get('params'):,}, MACs {info['metrics'].get('macs'):,}")
+        counts = "".join(f", {label} {info['metrics'][k]:,}" for k, label in (("params", "params"), ("macs", "MACs"))
+                         if isinstance(info["metrics"].get(k), int))  # a hand-made package may record only accuracy
+        print(f"  measured: test accuracy {100 * acc:.2f} %{counts}")
     print(f"  made by slimship {info['slimship_version']} on {info['created']} from recipe {info['recipe']!r}")
     for p in info["parts"]:
         print(f"  part {p['name']}: {p['stored_bytes']:,} bytes stored ({p['codec']}), {p['raw_bytes']:,} raw")
+    d = info["delta"]
+    if d is not None:
+        full = f", the full package is {d['full_bytes']:,} bytes" if d.get("full_bytes") else ""
+        print(f"  delta ({d.get('mode')}{', ' + d['preset'] if d.get('preset') else ''}) against base package "
+              f"sha256 {str(d.get('base_package_sha256'))[:16]}…{full}; eval/predict/export take --base BASE.slim")
+        c = d.get("check")
+        if isinstance(c, dict):
+            print(f"  checked at push on {c.get('inputs')} random inputs: max |logit difference| "
+                  f"{c.get('max_abs_logit_diff')}, top-1 agreement {c.get('top1_agreement')}")
+    r = info["rebuilt_from"]
+    if isinstance(r, dict):
+        print(f"  rebuilt from base package id {str(r.get('base_package'))[:16]}… + delta package id "
+              f"{str(r.get('delta_package'))[:16]}… (file SHA-256s, as a store names packages; {r.get('mode')})")
     return 0
+
+
+def _delta_summary(meta) -> dict | None:
+    """The delta manifest entry without its bulky encoding details (None for a full package)."""
+    if not isinstance(meta, dict):
+        return None
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    return {"base_package_sha256": meta.get("base_package_sha256"), "base_graph_sha256": meta.get("base_graph_sha256"),
+            "mode": meta.get("mode"), **{k: info.get(k) for k in ("preset", "value_bits", "density", "full_bytes", "check")}}

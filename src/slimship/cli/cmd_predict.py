@@ -5,6 +5,8 @@ HELP = "classify image files with a .slim package"
 
 def add_arguments(p) -> None:
     p.add_argument("package", help=".slim package")
+    p.add_argument("--base", metavar="BASE.slim",
+                   help="for a task stored as a delta: its base package (default: the matching .slim next to it)")
     p.add_argument("images", nargs="+", help="image files (any Pillow format)")
     p.add_argument("--top", type=int, default=3, help="classes to show per image")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -18,7 +20,7 @@ def run(args) -> int:
     from slimship.data import load_images_for_prediction
     from slimship.package.pack import load_package
 
-    pkg = load_package(args.package)
+    pkg = load_package(args.package, base=args.base)
     images = load_images_for_prediction(args.images, pkg.preprocessing.channels, None)
     logits = pkg.logits(images)
     z = logits - logits.max(1, keepdims=True)

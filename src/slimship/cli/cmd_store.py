@@ -9,7 +9,7 @@ def add_arguments(p) -> None:
     # Sub-actions dispatch in run(): argparse's own "required" error would print a usage block, not one line.
     sub = p.add_subparsers(dest="store_action", metavar="ACTION")
     for action, text in (("list", "list every NAME@VERSION in a store"),
-                         ("stats", "packages, logical vs physical bytes, bytes per package")):
+                         ("stats", "packages, logical vs physical bytes, bytes per package, bytes per task and delta savings")):
         sp = sub.add_parser(action, help=text, description=text)
         sp.add_argument("store", help="store: a folder or an fsspec URL (SLIMSHIP_S3_ENDPOINT sets an S3-compatible endpoint)")
         sp.add_argument("--json", action="store_true", help="print JSON")
@@ -57,4 +57,13 @@ def _stats(store, as_json: bool) -> int:
           f"{s['bytes_per_package']:,} bytes per package, {s['metadata_bytes']:,} bytes of records and refs")
     if s["unreferenced_packages"]:
         print(f"  {s['unreferenced_packages']} packages without a ref (interrupted pushes)")
+    if not any(t["delta"] for t in s["tasks"]):
+        return 0
+    width = max(len(f"{t['name']}@{t['version']}") for t in s["tasks"])
+    for t in s["tasks"]:
+        full = f"{t['full_bytes']:,}" if t["full_bytes"] else "unknown"
+        kind = f"delta of {t['base']}, full package {full} bytes" if t["delta"] else "full"
+        print(f"  {(t['name'] + '@' + t['version']).ljust(width)}  {t['stored_bytes']:>13,} bytes  {kind}")
+    print(f"  as full packages {s['full_package_bytes']:,} bytes, stored {s['stored_package_bytes']:,} bytes: "
+          f"deltas save {s['delta_saved_bytes']:,} bytes ({100 * s['delta_saved_fraction']:.1f} %)")
     return 0

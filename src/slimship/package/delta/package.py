@@ -1,6 +1,7 @@
 """Delta packages: :func:`pack_delta` writes a ``.slim`` holding a delta, :func:`load_task_onnx` rebuilds the
 task graph from it and its base, :func:`rebuild_package` writes the task back as a normal full package, and
-:func:`find_base` locates the base package of a delta package on disk."""
+:func:`find_base` locates the base package of a delta package on disk (:func:`full_package` does both for
+tools that need a full package file)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import copy
 import hashlib
 import json
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from slimship.errors import PackageError
 from slimship.package.delta.config import DELTA_PART
@@ -110,6 +114,26 @@ def find_base(delta_package_path: str | Path, manifest: dict, base: str | Path |
         f"pass the base package with --base BASE.slim (base= in Python), or pull the task from its store as a "
         f"full package"
     )
+
+
+@contextmanager
+def full_package(path: str | Path, base: str | Path | None = None) -> Iterator[Path]:
+    """A full package file for ``path``: ``path`` itself for a full package; for a delta package, the task
+    rebuilt (:func:`rebuild_package`) against its base (:func:`find_base`) in a temporary folder that is
+    removed on exit. Raises PackageError if ``base`` is given for a full package or no base is found."""
+    from slimship.package.format import read_package
+
+    manifest = read_package(path, verify=False).manifest  # structure only: the rebuild verifies everything
+    if not is_delta_manifest(manifest):
+        if base is not None:
+            raise PackageError(f"{path} is a full package, not a delta package: it needs no base, drop --base")
+        yield Path(path)
+        return
+    base_path = find_base(path, manifest, base)
+    with tempfile.TemporaryDirectory(prefix="slimship-rebuilt-") as tmp:
+        target = Path(tmp) / Path(path).name
+        rebuild_package(path, base_path, target)
+        yield target
 
 
 def _task_onnx(pkg, delta_package_path: str | Path, base_package_path: str | Path) -> tuple[bytes, dict]:
