@@ -4,6 +4,10 @@ A graph's float initializers are stored in the smallest exact form that fits the
 
 * ``shared``: at most 256 distinct nonzero values (k-means weight sharing) → a codebook of the values, a
   bitmask of nonzero positions (if any are zero) and ``ceil(log2 k)``-bit indices of the nonzeros, packed.
+* ``qint``: symmetric integer codes times a float scale per block (weight-only int8/int4 quantization) → the
+  scales (float16 where that is exact, else float32), an optional bitmask, and the codes, bit-packed. Found
+  from the values alone (see :func:`_qint_fit`), so any exporter layout works, including the transposed
+  weights ONNX MatMuls hold.
 * ``sparse``: many zeros but unshared values → bitmask + the nonzero float32 values.
 * ``raw``: everything else, float32 as is.
 
@@ -32,6 +36,11 @@ def _pack_bits(values: np.ndarray, nbits: int) -> bytes:
     """Pack unsigned ints < 2**nbits, little-endian bit order, into bytes."""
     if values.size == 0:
         return b""
+    if nbits == 8:  # fast paths, same bytes as the general case
+        return values.astype(np.uint8).tobytes()
+    if nbits == 4:
+        v = np.append(values.astype(np.uint8), np.uint8(0)) if values.size % 2 else values.astype(np.uint8)
+        return (v[0::2] | (v[1::2] << 4)).tobytes()
     bits = ((values[:, None] >> np.arange(nbits, dtype=values.dtype)) & 1).astype(np.uint8)
     return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
 
@@ -40,8 +49,151 @@ def _unpack_bits(data: bytes, count: int, nbits: int) -> np.ndarray:
     need = math.ceil(count * nbits / 8)
     if len(data) != need:
         raise PackageError(f"weights blob is corrupted: {len(data)} index bytes where {need} were declared; re-create the package")
+    raw = np.frombuffer(data, np.uint8)
+    if nbits == 8:
+        return raw.astype(np.uint32)
+    if nbits == 4:
+        return np.stack([raw & 15, raw >> 4], 1).reshape(-1)[:count].astype(np.uint32)
     bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: count * nbits].reshape(count, nbits)
     return (bits.astype(np.uint32) << np.arange(nbits, dtype=np.uint32)).sum(1)
+
+
+# ---- qint: integer codes times a scale per block ------------------------------------------------------------
+# A block is ``block`` consecutive entries of one row; a row is the tensor seen as [shape[0], rest] (layout
+# "rows": Conv weights, Gemm weights, PyTorch's [out, in]) or, for 2-D tensors, one column (layout "cols": the
+# transposed [in, out] weights that ONNX MatMuls hold). The last block of a row may be shorter.
+QINT_BLOCKS = (16, 32, 64, 128, 256, 512, 1024)  # block lengths tried besides whole rows
+
+
+def _rows_of(a: np.ndarray, layout: str) -> np.ndarray:
+    return a.reshape(a.shape[0] if a.ndim else 1, -1) if layout == "rows" else a.T
+
+
+def _blocked(x2: np.ndarray, block: int) -> np.ndarray:
+    rows, cols = x2.shape
+    nb = -(-cols // block)
+    if nb * block != cols:
+        x2 = np.pad(x2, ((0, 0), (0, nb * block - cols)))
+    return x2.reshape(rows, nb, block)
+
+
+def _qint_fit(x2: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Integer codes [rows, cols] and float32 scales [rows * blocks] with codes * scale == x2 exactly, or None.
+
+    Every float32 is an integer (its 24-bit significand) times a power of two; within a block the values share
+    the factor gcd(significands at a common exponent) times that power, and the cofactors are the codes. A block
+    that was quantized as code * scale, with a product exact in float32 (slimship's quantizer keeps an 11-bit
+    scale significand so that it is), gives back codes no larger than the quantizer's, so the fit is found from
+    the values alone. The result is checked by decoding, so a wrong guess can only lose a size saving.
+    """
+    rows, cols = x2.shape
+    b = _blocked(x2, block)
+    nz = b != 0
+    mant, ex = np.frexp(b)
+    sig = (mant.astype(np.float64) * (1 << 24)).astype(np.int64)  # exact: 24-bit significands
+    emin = np.where(nz, ex, np.iinfo(np.int32).max).min(axis=2, keepdims=True)
+    shift = np.where(nz, ex - emin, 0)
+    if shift.size and int(shift.max()) > 20:  # exponents this far apart cannot be small codes of one scale
+        return None
+    ints = sig * (np.int64(1) << shift.astype(np.int64))
+    g = np.gcd.reduce(ints, axis=2, keepdims=True)
+    codes = ints // np.maximum(g, 1)
+    top = int(np.abs(codes).max()) if codes.size else 0
+    if top > 127:
+        return None
+    nbits = max(2, int(2 * top).bit_length())  # symmetric: codes in [-(2**(nbits-1) - 1), 2**(nbits-1) - 1]
+    scales = np.ldexp(g.astype(np.float64), np.where(g > 0, emin, 0) - 24).astype(np.float32)
+    # Scale each block up to the full code range where that divides evenly (a block of codes {0, ±qmax} came
+    # back as {0, ±1}): the quantizer's own scale, which float16 usually holds exactly.
+    qmax = (1 << (nbits - 1)) - 1
+    top_b = np.abs(codes).max(axis=2, keepdims=True)
+    f = np.where((top_b > 0) & (qmax % np.maximum(top_b, 1) == 0), qmax // np.maximum(top_b, 1), 1)
+    up_codes, up_scales = codes * f, (scales / f.astype(np.float32)).astype(np.float32)
+    same = ((up_codes.astype(np.float32) * up_scales) == b).all(axis=2, keepdims=True)
+    codes, scales = np.where(same, up_codes, codes), np.where(same, up_scales, scales)
+    return codes.reshape(rows, -1)[:, :cols], scales.reshape(-1), nbits
+
+
+def _encode_qint(a: np.ndarray) -> list[tuple[dict, list[bytes]]]:
+    """The smallest exact qint form of ``a`` for each layout that has one (checked by decoding)."""
+    flat = a.reshape(-1)
+    if a.ndim < 2 or not np.isfinite(flat).all():  # vectors: a scale per entry never beats raw
+        return []
+    out = []
+    for layout in ("rows", "cols") if a.ndim == 2 else ("rows",):
+        x2 = _rows_of(a, layout)
+        cols = x2.shape[1]
+        # Probe a few rows first (float weights are refused in microseconds): a fit for some block length implies
+        # fits for the shorter ones inside it, so the probe goes up until one fails, and the whole tensor is then
+        # fitted with the longest block that needs no more bits than the shortest (fewest scales, same codes).
+        probes = []
+        for block in sorted({cols, *(g for g in QINT_BLOCKS if g < cols)}):
+            fit = _qint_fit(x2[:8], block)
+            if fit is None:
+                break
+            probes.append((block, fit[2]))
+        fit = None
+        for block, nbits in reversed(probes):
+            if nbits == probes[0][1]:
+                fit = _qint_fit(x2, block)
+                if fit is not None:
+                    break
+        if fit is None:
+            continue
+        codes2, scales, nbits = fit
+        codes = (codes2 if layout == "rows" else codes2.T).reshape(-1)  # back in the tensor's own order
+        half = scales.astype(np.float16)
+        exact16 = bool(np.array_equal(half.astype(np.float32), scales)) and np.isfinite(half).all()
+        sc = half.tobytes() if exact16 else scales.tobytes()
+        nz = codes != 0
+        nnz = int(nz.sum())
+        offset = (1 << (nbits - 1)) - 1
+        e = {"enc": "qint", "nbits": nbits, "block": int(block), "layout": layout,
+             "scale": "f16" if exact16 else "f32", "nnz": nnz}
+        dense = [sc, b"", _pack_bits((codes + offset).astype(np.uint32), nbits)]
+        masked = [sc, np.packbits(nz, bitorder="little").tobytes(), _pack_bits((codes[nz] + offset).astype(np.uint32), nbits)]
+        chunks = min(dense, masked, key=lambda cs: sum(len(c) for c in cs))
+        if np.array_equal(_decode_qint({**e, "shape": list(a.shape)}, chunks, a.shape, a.size).reshape(-1), flat):
+            out.append((e, chunks))
+    return out
+
+
+def _decode_qint(e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+    nbits, block, layout, scale, nnz = int(e["nbits"]), int(e["block"]), e["layout"], e["scale"], int(e["nnz"])
+    if not (2 <= nbits <= 8 and len(chunks) == 3 and layout in ("rows", "cols") and scale in ("f16", "f32")
+            and 0 <= nnz <= n and n > 0 and (layout == "rows" or len(shape) == 2)):
+        raise PackageError("weights blob is corrupted: bad qint tensor description; re-create the package")
+    rows = (shape[0] if shape else 1) if layout == "rows" else shape[1]
+    cols = n // rows
+    if not 1 <= block <= cols:
+        raise PackageError("weights blob is corrupted: qint block length does not fit the tensor; re-create the package")
+    nb = -(-cols // block)
+    sc_bytes, mask, packed = chunks
+    ncodes = nnz if mask else n
+    # every length is checked before anything the size of the tensor is allocated
+    if len(sc_bytes) != rows * nb * (2 if scale == "f16" else 4) or (mask and len(mask) != math.ceil(n / 8)):
+        raise PackageError("weights blob is corrupted: qint scales or bitmask of the wrong length; re-create the package")
+    offset = (1 << (nbits - 1)) - 1
+    u = _unpack_bits(packed, ncodes, nbits)
+    if u.size and int(u.max()) > 2 * offset:
+        raise PackageError("weights blob is corrupted: qint code out of range; re-create the package")
+    codes = u.astype(np.int16) - offset
+    if mask:
+        keep = np.unpackbits(np.frombuffer(mask, np.uint8), bitorder="little")[:n].astype(bool)
+        if int(keep.sum()) != nnz or not codes.all():
+            raise PackageError("weights blob is corrupted: qint bitmask does not match its codes; re-create the package")
+        full = np.zeros(n, np.int16)
+        full[keep] = codes
+        codes = full
+    elif int(np.count_nonzero(codes)) != nnz:
+        raise PackageError("weights blob is corrupted: qint nonzero count differs from the codes; re-create the package")
+    scales = np.frombuffer(sc_bytes, np.float16 if scale == "f16" else np.float32).astype(np.float32)
+    if not np.isfinite(scales).all():
+        raise PackageError("weights blob is corrupted: qint scale is not finite; re-create the package")
+    per = np.repeat(scales.reshape(rows, nb), block, axis=1)[:, :cols]
+    # float32 product, exactly as the quantizer formed the weights: decoding is bit-identical
+    x2 = _rows_of(codes.reshape(shape), layout).astype(np.float32) * per
+    return np.ascontiguousarray(x2 if layout == "rows" else x2.T).reshape(shape)
 
 
 def encode_tensor(a: np.ndarray) -> tuple[dict, list[bytes]]:
@@ -58,14 +210,23 @@ def encode_tensor(a: np.ndarray) -> tuple[dict, list[bytes]]:
         nbits = max(1, math.ceil(math.log2(len(uniq))))
         chunks = [uniq.astype(np.float32).tobytes(), mask, _pack_bits(inv.astype(np.uint32), nbits)]
         options.append(({"enc": "shared", "k": int(len(uniq)), "nbits": nbits, "nnz": nnz}, chunks))
+    options.extend(_encode_qint(a))
     return min(options, key=lambda o: sum(len(c) for c in o[1]))  # the smallest exact form
 
 
 def decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
+    """Decode one entry of a weights blob; a malformed or inconsistent entry raises PackageError."""
+    try:
+        return _decode_tensor(e, chunks)
+    except _MALFORMED as err:
+        raise PackageError(f"weights blob header is malformed ({type(err).__name__}); re-create the package") from None
+
+
+def _decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
     shape = tuple(int(d) for d in e["shape"])
-    n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if n > MAX_ELEMENTS:
-        raise PackageError(f"weights blob declares a tensor of {n} elements; refusing (limit {MAX_ELEMENTS})")
+    n = math.prod(shape)  # Python ints: a hostile shape cannot wrap around
+    if n > MAX_ELEMENTS or any(d < 0 for d in shape):
+        raise PackageError(f"weights blob declares a tensor of shape {list(shape)}; refusing (at most {MAX_ELEMENTS} elements)")
     enc = e["enc"]
 
     def mask_of(chunk: bytes, nnz: int) -> np.ndarray:
@@ -87,11 +248,14 @@ def decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
     nnz = int(e["nnz"])
     if not 0 <= nnz <= n:
         raise PackageError("weights blob is corrupted: impossible nonzero count")
-    out = np.zeros(n, np.float32)
+    # the value and index lengths are checked before the tensor is allocated: a declared shape cannot make the
+    # reader allocate more than the blob's own size justifies
     if enc == "sparse":
         if len(chunks) != 2 or len(chunks[1]) != 4 * nnz:
             raise PackageError("weights blob is corrupted: sparse values of the wrong length")
-        out[mask_of(chunks[0], nnz)] = np.frombuffer(chunks[1], np.float32)
+        keep = mask_of(chunks[0], nnz)
+        out = np.zeros(n, np.float32)
+        out[keep] = np.frombuffer(chunks[1], np.float32)
         return out.reshape(shape)
     if enc == "shared":
         k, nbits = int(e["k"]), int(e["nbits"])
@@ -101,8 +265,12 @@ def decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
         idx = _unpack_bits(chunks[2], nnz, nbits)
         if idx.size and int(idx.max()) >= k:
             raise PackageError("weights blob is corrupted: cluster index out of range")
-        out[mask_of(chunks[1], nnz)] = codebook[idx]
+        keep = mask_of(chunks[1], nnz)
+        out = np.zeros(n, np.float32)
+        out[keep] = codebook[idx]
         return out.reshape(shape)
+    if enc == "qint":
+        return _decode_qint(e, chunks, shape, n)
     raise PackageError(f"weights blob uses unknown encoding {enc!r}: upgrade slimship")
 
 
@@ -112,7 +280,7 @@ def encode_graph(onnx_bytes: bytes) -> tuple[bytes, bytes, dict]:
     from onnx import numpy_helper
 
     model = onnx.load_from_string(onnx_bytes)
-    entries, chunks, info = [], [], {"shared": 0, "sparse": 0, "raw": 0, "bytes": {}}
+    entries, chunks, info = [], [], {"shared": 0, "sparse": 0, "qint": 0, "raw": 0, "bytes": {}}
     for init in model.graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < MIN_ENCODE:
             continue
@@ -130,20 +298,23 @@ def encode_graph(onnx_bytes: bytes) -> tuple[bytes, bytes, dict]:
     return model.SerializeToString(), blob, info
 
 
-def decode_graph(skeleton: bytes, blob: bytes) -> bytes:
-    """Inverse of :func:`encode_graph`: the full ONNX bytes, every tensor checked while decoding."""
-    import onnx
+_MALFORMED = (KeyError, TypeError, ValueError, OverflowError, IndexError, RecursionError)  # hostile JSON values
 
+
+def read_blob(blob: bytes) -> list[tuple[dict, list[bytes]]]:
+    """The tensor entries of a weights blob, each with its chunks; every length is checked, nothing decoded."""
     if len(blob) < 8 or blob[:4] != MAGIC:
         raise PackageError("weights blob is not in slimship's encoding (bad magic); re-create the package")
     (hlen,) = struct.unpack("<I", blob[4:8])
     if 8 + hlen > len(blob):
         raise PackageError("weights blob is truncated (header runs past its end); re-create the package")
+    out = []
     try:
         entries = json.loads(blob[8 : 8 + hlen])["tensors"]
         pos = 8 + hlen
-        tensors = {}
         for e in entries:
+            if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+                raise TypeError("tensor entry")
             lengths = [int(x) for x in e["lengths"]]
             if any(x < 0 for x in lengths) or pos + sum(lengths) > len(blob):
                 raise PackageError("weights blob is truncated; re-create the package")
@@ -151,11 +322,21 @@ def decode_graph(skeleton: bytes, blob: bytes) -> bytes:
             for x in lengths:
                 cs.append(blob[pos : pos + x])
                 pos += x
-            tensors[str(e["name"])] = decode_tensor(e, cs)
-    except (KeyError, TypeError, ValueError) as err:
+            out.append((e, cs))
+    except _MALFORMED as err:
         raise PackageError(f"weights blob header is malformed ({type(err).__name__}); re-create the package") from None
     if pos != len(blob):
         raise PackageError("weights blob has trailing bytes; re-create the package")
+    return out
+
+
+def decode_graph(skeleton: bytes, blob: bytes) -> bytes:
+    """Inverse of :func:`encode_graph`: the full ONNX bytes, every tensor checked while decoding."""
+    import onnx
+
+    tensors = {}
+    for e, cs in read_blob(blob):
+        tensors[e["name"]] = decode_tensor(e, cs)
     try:
         model = onnx.load_from_string(skeleton)
     except Exception:
