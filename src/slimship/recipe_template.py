@@ -84,6 +84,9 @@ compress:
     # - name: lowrank
     #   steps:
     #     - {{method: lowrank, energy: 0.95, min_saving: 0.25, recovery: {{seconds: 60}}}}
+    # - name: int4-linear          # weight-only int4 of Linear layers (ViT / MLP-Mixer / ResMLP), groups of 128
+    #   steps:
+    #     - {{method: weight_only, bits: 4, granularity: group, group_size: 128, layers: linear, clip: mse}}
 
 evaluate:
   batch_sizes: [1, 64]

@@ -18,6 +18,7 @@ from slimship.compress.prune_channels import PruneChannelsConfig, prune_channels
 from slimship.compress.lowrank import LowRankConfig
 from slimship.compress.share import KMeansShareConfig
 from slimship.compress.sparsity import UnstructuredConfig
+from slimship.compress.weight_only import WeightOnlyConfig
 
 
 @dataclass
@@ -192,3 +193,28 @@ def _lowrank(state: ModelState, cfg: LowRankConfig, ctx: CompressContext) -> Mod
         ctx.log("lowrank: no layer met the energy/saving thresholds; model unchanged")
     edits = arch_edits(ctx.fresh_model(), model)
     return ModelState(model=model, arch_edits=edits, notes={**state.notes, "lowrank": {"layers": len(done)}})
+
+
+@register_method("weight_only", WeightOnlyConfig,
+                 help="weight-only int8/int4 (per channel or per group, MSE clipping) for Linear-heavy models; zeros kept")
+def _weight_only(state: ModelState, cfg: WeightOnlyConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.share import bake_
+    from slimship.compress.sparsity import apply_masks_, weight_masks
+    from slimship.compress.weight_only import quantize_weights_
+    from slimship.transfer.finetune import train
+
+    model = copy.deepcopy(state.model)
+    keep_zero = weight_masks(model)
+    info = quantize_weights_(model, cfg)
+    if cfg.recovery is not None and info:
+        mods = dict(model.named_modules())
+        unquantized = {n: m for n, m in keep_zero.items() if n not in info}  # pruned layers left float
+        r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
+                  teacher=ctx.teacher, after_step=lambda m, p: apply_masks_(mods, unquantized),
+                  progress=ctx.progress, desc="weight-only")
+        ctx.log(f"weight_only recovery: val {r.best_val_accuracy:.4f}")
+    bake_(model)  # plain float32 weights, exactly on the grid
+    ctx.log(f"weight_only: {len(info)} layers at {cfg.bits} bits ({cfg.granularity})")
+    return ModelState(model=model, arch_edits=state.arch_edits,
+                      notes={**state.notes, "weight_only": {"bits": cfg.bits, "granularity": cfg.granularity,
+                                                            "group_size": cfg.group_size, "layers": len(info)}})
