@@ -56,6 +56,19 @@ class _Cache:
         write_text_atomically(self.root / f"{key}.json", json.dumps(info, default=str))  # written last: the commit
 
 
+def _write_delta(pkg_dir: Path, entry: dict, blob: bytes, info: dict, *, full: str, entries: list[dict]) -> dict:
+    """Write ``NAME.delta.slim`` beside ``base.slim``; return what the metrics record about it."""
+    from slimship.package.delta import pack_delta
+
+    path = pkg_dir / f"{entry['name']}.delta.slim"
+    info = {k: v for k, v in info.items() if k != "tensors"}
+    size = pack_delta(path, base_package=pkg_dir / "base.slim", task_package=entry["package"], blob=blob, info=info)
+    full_bytes = next(e["size_bytes"] for e in entries if e["name"] == full)
+    return {"path": str(path), "bytes": size, "base_bytes": (pkg_dir / "base.slim").stat().st_size,
+            "full_bytes": full_bytes, "fraction_of_full": round(size / full_bytes, 4),
+            "changed_fraction": info.get("changed_fraction"), "parts_xz_bytes": info.get("xz_bytes")}
+
+
 def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False) -> dict:
     """Execute ``recipe`` and write OUT/{metrics.json, report.md, run.log, model.slim, packages/*.slim}.
 
@@ -157,12 +170,24 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
             todo.append((name, {"model": state.model, "onnx": state.onnx, "arch_edits": state.arch_edits,
                                 "notes": state.notes, "seconds": secs, "kind": "compressed"}, True))
         pack_args_of = {}
+        deltas = {}  # name -> (blob, info): task models stored as a delta on packages/base.slim
         for name, r, compressed in todo:
             rep.log(f"measuring {name}")
             # Compressed models without a deploy graph of their own keep BN unfolded, so shared/sparse weights
             # stay exactly shared/sparse and the package stores them in the compact encoding.
             encode = compressed and not r.get("onnx")
-            onnx = r.get("onnx") or export_onnx(r["model"], size, fold_bn=not encode)
+            if r["kind"] == "delta":
+                from slimship.package import task_delta
+
+                if not deltas:
+                    base_onnx = task_delta.base_onnx(built.model, size, pre.model_channels)
+                    task_delta.write_base(pkg_dir / "base.slim", base_onnx, architecture=m.architecture,
+                                          preprocessing=pre, recipe=rd)
+                onnx, blob, info = task_delta.encode_task(base_onnx, r["model"], size, pre.model_channels,
+                                                          recipe.transfer.delta.value_bits)
+                deltas[name] = (blob, info)
+            else:
+                onnx = r.get("onnx") or export_onnx(r["model"], size, fold_bn=not encode)
             extra = {"train_seconds": round(r.get("seconds", 0.0), 1), "notes": r.get("notes", {})}
             pack_args_of[name] = {**base_pack, "arch_edits": r.get("arch_edits", {}), "encode_weights": encode}
             entries.append(measure_and_pack(
@@ -173,6 +198,12 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
             ))
         rep.log(f"latency: {len(entries)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}")
         finish_latency(entries, pack_args_of, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
+        for e in entries:
+            if e["name"] in deltas:
+                e["delta_package"] = _write_delta(pkg_dir, e, *deltas[e["name"]], full=results["finetuned"]["name"],
+                                                  entries=entries)
+                rep.log(f"{e['name']}: stored as {e['delta_package']['bytes']:,} bytes against "
+                        f"packages/base.slim ({e['delta_package']['base_bytes']:,} bytes, shared by every task)")
         winner = select_winner(entries, dense_name=dense["name"], budget_points=recipe.compress.accuracy_budget)
         write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(pkg_dir / f"{winner['name']}.slim", tmp))
         metrics = {

@@ -59,6 +59,21 @@ class Augment(_Strict):
     shift: int = Field(0, ge=0, le=32)
 
 
+class DeltaTraining(_Strict):
+    """Make the task model a sparse delta on its pretrained base (cheap to store beside other tasks).
+
+    After the fine-tune, each weight tensor keeps only its ``density`` fraction of largest changes; a short
+    distilled recovery fine-tune trains those entries with the rest held at the base. The run then also
+    writes ``packages/base.slim`` (the pretrained backbone) and ``packages/finetuned-delta.delta.slim``.
+    """
+
+    density: float = Field(0.02, gt=0, le=1, description="fraction of each weight tensor that may differ from the base")
+    budget: Budget = Budget(seconds=60)
+    lr: float = Field(3e-4, gt=0)
+    kd_alpha: float = Field(0.7, ge=0, le=1, description="weight of distillation from the full fine-tune")
+    value_bits: Literal[8, 16, 32] = Field(16, description="bits per stored delta value (32 = lossless)")
+
+
 class TransferSection(_Strict):
     strategy: Literal["probe", "finetune", "partial"] = "finetune"
     head_init: Literal["probe", "random"] = "random"  # "probe" = LP-FT; needs a lower lr (~1e-4)
@@ -76,11 +91,14 @@ class TransferSection(_Strict):
     scratch_baseline: bool = True
     scratch_budget: Budget | None = None  # default: the same budget as the transfer
     scratch_lr: float = Field(2e-3, gt=0)
+    delta: DeltaTraining | None = None  # also store the task as a sparse delta on the pretrained base
 
     @model_validator(mode="after")
     def _partial(self):
         if self.strategy == "partial" and self.freeze_stages == 0:
             raise ValueError("strategy partial needs freeze_stages >= 1 (how many stages from the input stay frozen)")
+        if self.delta is not None and self.strategy == "probe":
+            raise ValueError("delta needs a fine-tune (strategy finetune or partial): a probe changes only the head")
         return self
 
 

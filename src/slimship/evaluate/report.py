@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from slimship.errors import SlimshipError
 
 
@@ -90,4 +92,11 @@ def render_markdown(metrics: dict) -> str:
         if pr:
             lines.append(f"- `{e['name']}` pruning: MACs {pr['macs_before'] / 1e6:.1f}M → {pr['macs_after'] / 1e6:.1f}M, "
                          f"params {pr['params_before'] / 1e6:.2f}M → {pr['params_after'] / 1e6:.2f}M")
+        dp = e.get("delta_package")
+        if dp:
+            lines.append(f"- `{e['name']}` as a delta on the pretrained base: {dp['bytes']:,} bytes "
+                         f"({100 * dp['fraction_of_full']:.1f} % of the full fine-tune's package; "
+                         f"{100 * (dp.get('changed_fraction') or 0):.1f} % of the base's weights changed), "
+                         f"`{Path(dp['path']).name}` against `base.slim` ({dp['base_bytes']:,} bytes, stored once "
+                         f"for every task). Accuracy above is that of the model rebuilt from the delta.")
     return "\n".join(lines) + "\n"

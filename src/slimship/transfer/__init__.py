@@ -35,7 +35,7 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
     VX, VY = val_data
     results: dict = {}
     # The fine-tune's cache key must not change when only the scratch baseline's settings do.
-    tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr"})
+    tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr", "delta"})
 
     # -- linear probe (also the head initialisation of LP-FT) --
     probe_key = _key(base_key, "probe")
@@ -78,6 +78,9 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
         results["finetuned"] = {"name": "finetuned", "kind": t.strategy, "model": ft_model.eval(), "seconds": secs,
                                 "notes": notes, "key": ft_key}
         results["dense"] = results["finetuned"]
+        if t.delta is not None:
+            results["finetuned-delta"] = _delta_model(recipe, model, ft_model, ft_key, train_data, val_data, pre,
+                                                      cache, rep)
 
     if t.scratch_baseline:
         sc_key = _key(base_key, tdict, "scratch", t.model_dump(mode="json", include={"scratch_budget", "scratch_lr"}))
@@ -95,6 +98,31 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
         results["scratch"] = {"name": "scratch", "kind": "scratch", "model": sc_model.eval(), "seconds": secs,
                               "notes": notes, "key": sc_key}
     return results
+
+
+def _delta_model(recipe, base_model, ft_model, ft_key, train_data, val_data, pre, cache, rep) -> dict:
+    """The fine-tune turned into base + a sparse delta (:mod:`slimship.transfer.delta`), cached."""
+    from slimship.transfer.delta import train_sparse_delta
+
+    t, dt = recipe.transfer, recipe.transfer.delta
+    key = _key(ft_key, "delta", dt.model_dump(mode="json", exclude={"value_bits"}))
+    model = copy.deepcopy(ft_model)
+    hit = cache.load(key, model)
+    if hit is None:
+        cfg = _train_config(t, budget=dt.budget, lr=dt.lr, bn=t.bn, seed=recipe.seed)
+        cfg.kd_alpha = dt.kd_alpha
+        masks, r = train_sparse_delta(model, base_model.state_dict(), dt.density, (*train_data, *val_data), pre, cfg,
+                                      progress=rep)
+        notes = {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
+                 "of": masks.total}
+        cache.save(key, {"notes": notes, "seconds": r.seconds}, model)
+        secs = r.seconds
+    else:
+        notes, secs = hit["notes"], hit["seconds"]
+    rep.log(f"delta {dt.density:g}: val {max(h['val_accuracy'] for h in notes['history']):.4f} "
+            f"({notes['kept']:,} of {notes['of']:,} weights differ from the base; {notes['steps']} steps, {secs:.0f} s)")
+    return {"name": "finetuned-delta", "kind": "delta", "model": model.eval(), "seconds": secs, "notes": notes,
+            "key": key}
 
 
 __all__ = ["transfer_model", "TrainConfig", "train", "accuracy"]

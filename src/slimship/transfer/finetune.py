@@ -38,6 +38,7 @@ class TrainConfig:
     hflip: bool = True
     shift: int = 0
     evals: int = 5  # validation passes over the budget (best state kept)
+    eval_from: float = 0.0  # validation passes spread over (eval_from, 1] of the budget (after a schedule ends)
     kd_alpha: float = 0.0  # weight of the distillation loss (needs a teacher)
     kd_temperature: float = 2.0
     seed: int = 0
@@ -123,7 +124,7 @@ def train(
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)
     total_steps = math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else None
-    eval_points = sorted({(i + 1) / cfg.evals for i in range(cfg.evals)})
+    eval_points = sorted({cfg.eval_from + (1 - cfg.eval_from) * (i + 1) / cfg.evals for i in range(cfg.evals)})
     best_acc, best_state = -1.0, None
     history: list[dict] = []
     if teacher is not None:
