@@ -80,7 +80,7 @@ def test_rows_of_a_plain_package_and_the_table(packages):
     assert lines[0].split() == ["tensor", "shape", "params", "nonzero", "encoding", "stored", "compressed~", "share"]
     assert "blocks.0.attn.qkv (onnx::MatMul_" in text and "pos_embed" in text
     assert any(line.startswith("total") and "100.0%" in line for line in lines)
-    assert "model.onnx:" in lines[-1] and "stored" in lines[-1]
+    assert "model.onnx [" in lines[-2] and "stored" in lines[-2] and lines[-1].startswith("  all parts:")
     assert format_layer_table([]).splitlines()[-1].startswith("total")
 
 

@@ -132,8 +132,9 @@ def format_layer_table(rows: list[TensorBytes], parts: list[PartBytes] | None = 
         out.append("parts as stored (real sizes; compressed~ above is each tensor compressed alone, an estimate):")
         for p in parts:
             tensors = sum(r.stored_bytes for r in rows if r.part == p.name)
-            extra = f", of which tensors {_size(tensors)}" if tensors else ""
-            out.append(f"  {p.name}: {_size(p.raw_bytes)} raw{extra} -> {_size(p.stored_bytes)} stored ({p.codec})")
+            extra = f" (tensors above: {_size(tensors)} of the raw)" if tensors else ""
+            out.append(f"  {p.name} [{p.codec}]: {_size(p.raw_bytes)} raw -> {_size(p.stored_bytes)} stored{extra}")
+        out.append(f"  all parts: {_size(sum(p.stored_bytes for p in parts))} stored")
     return "\n".join(out)
 
 
