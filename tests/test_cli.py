@@ -87,6 +87,13 @@ def test_predict_inspect_verify(finished_run, tmp_path):
     p = _cli("inspect", str(out / "model.slim"), "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["parts"][0]["name"] == "model.onnx"
     assert _cli("verify", str(out / "model.slim")).returncode == 0
+    # where the bytes go: one row per weight tensor, in text and in JSON
+    p = _cli("inspect", str(out / "packages" / "pruned.slim"), "--layers")
+    assert p.returncode == 0, p.stderr
+    assert "conv_stem" in p.stdout and "share" in p.stdout
+    rows = json.loads(_cli("inspect", str(out / "packages" / "pruned.slim"), "--layers", "--json").stdout)["layers"]
+    assert rows and all(r["params"] > 0 and r["compressed_bytes"] > 0 for r in rows)
+    assert {r["encoding"] for r in rows} <= {"raw", "sparse", "shared", "qint", "in-graph"}
 
 
 def test_rerun_resumes_from_cache(finished_run):

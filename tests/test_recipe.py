@@ -26,6 +26,11 @@ def test_minimal_recipe_gets_defaults():
     ({**BASE, "compress": {"candidates": [{"name": "a", "steps": [{"method": "int8"}, {"method": "prune_channels"}]}]}},
      "must be the last step"),
     ({**BASE, "version": 99}, "newer than this slimship reads"),
+    ({**BASE, "transfer": {"strategy": "probe", "delta": {}}}, "delta needs a fine-tune"),
+    ({**BASE, "transfer": {"delta": {"density": 0}}}, "transfer.delta.density"),
+    ({**BASE, "transfer": {"delta": {"value_bits": 4}}}, "transfer.delta.value_bits"),
+    ({**BASE, "compress": {"candidates": [{"name": "a", "steps": [
+        {"method": "unstructured", "order": "before_transfer", "allocation": "sensitivity"}]}]}}, "use uniform"),
     ({"data": {"source": "x"}}, "missing field 'model'"),
 ])
 def test_errors_name_the_field(data, phrase):

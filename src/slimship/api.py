@@ -132,7 +132,8 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         dense = results["dense"]
 
         # ---- compress ----------------------------------------------------------------------------------
-        ctx = CompressContext(X, Y, VX, VY, pre, dense["model"], lambda: build(None).model, rep.log, rep, recipe.seed)
+        ctx = CompressContext(X, Y, VX, VY, pre, dense["model"], lambda: build(None).model, rep.log, rep, recipe.seed,
+                              source=built.model)
         states: dict[str, tuple[ModelState, float]] = {}
         memo: dict[str, ModelState] = {}
         for cand in recipe.compress.candidates:
@@ -182,7 +183,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
                 if not deltas:
                     base_onnx = task_delta.base_onnx(built.model, size, pre.model_channels)
                     task_delta.write_base(pkg_dir / "base.slim", base_onnx, architecture=m.architecture,
-                                          preprocessing=pre, recipe=rd)
+                                          preprocessing=pre, recipe={"model": rd["model"]})
                 onnx, blob, info = task_delta.encode_task(base_onnx, r["model"], size, pre.model_channels,
                                                           recipe.transfer.delta.value_bits)
                 deltas[name] = (blob, info)

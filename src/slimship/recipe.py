@@ -62,16 +62,18 @@ class Augment(_Strict):
 class DeltaTraining(_Strict):
     """Make the task model a sparse delta on its pretrained base (cheap to store beside other tasks).
 
-    After the fine-tune, each weight tensor keeps only its ``density`` fraction of largest changes; a short
-    distilled recovery fine-tune trains those entries with the rest held at the base. The run then also
+    After the fine-tune, a second fine-tune distilled from the first shrinks each weight tensor's change to its
+    ``density`` fraction of largest entries (gradually, over the first half of ``budget``) and trains those
+    entries with the rest held at the base. The run then also
     writes ``packages/base.slim`` (the pretrained backbone) and ``packages/finetuned-delta.delta.slim``.
     """
 
-    density: float = Field(0.02, gt=0, le=1, description="fraction of each weight tensor that may differ from the base")
-    budget: Budget = Budget(seconds=60)
-    lr: float = Field(3e-4, gt=0)
+    density: float = Field(0.05, gt=0, le=1, description="fraction of each weight tensor that may differ from the base")
+    budget: Budget = Budget(epochs=2)
+    lr: float = Field(1e-3, gt=0)
     kd_alpha: float = Field(0.7, ge=0, le=1, description="weight of distillation from the full fine-tune")
-    value_bits: Literal[8, 16, 32] = Field(16, description="bits per stored delta value (32 = lossless)")
+    value_bits: Literal[8, 16, 32] = Field(8, description="bits per stored delta value (8: one scale per tensor; "
+                                                          "32 = lossless); accuracy is measured on the stored values")
 
 
 class TransferSection(_Strict):
@@ -115,6 +117,10 @@ class Candidate(_Strict):
         for s in self.steps[:-1]:
             if METHODS.get(s.method).terminal:
                 raise ValueError(f"{s.method} produces the deploy graph and must be the last step of a candidate")
+        for s in self.steps[1:]:
+            if getattr(s, "order", None) == "before_transfer":
+                raise ValueError("an unstructured step with order before_transfer starts from the pretrained model "
+                                 "and must be the first step of a candidate")
         return self
 
 

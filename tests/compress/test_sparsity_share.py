@@ -5,7 +5,13 @@ import torch
 from slimship.compress import METHODS, ModelState
 from slimship.compress.handlers import CompressContext
 from slimship.compress.share import KMeansShareConfig, bake_, kmeans_1d, share_weights_
-from slimship.compress.sparsity import UnstructuredConfig, cubic_sparsity, magnitude_masks, prunable_layers
+from slimship.compress.sparsity import (
+    UnstructuredConfig,
+    _layer_mask,
+    cubic_sparsity,
+    magnitude_masks,
+    prunable_layers,
+)
 from slimship.data.transforms import Preprocessing, resize_uint8
 from slimship.models import create_model
 from slimship.models.export import export_onnx
@@ -152,3 +158,34 @@ def test_unstructured_with_sensitivity_allocation_runs():
     notes = s.notes["unstructured"]
     assert set(notes["allocation"]) == set(notes["sensitivity"]["drop"])
     assert notes["layer_sparsity"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_sparse_transfer_prunes_the_source_and_keeps_its_masks_through_the_transfer():
+    ctx, dense = _ctx_and_model()
+    torch.manual_seed(1)
+    source = create_model("test_efficientnet", 3, weights=None, image_size=32).model
+    ctx.source = source
+    before = {n: mod.weight.detach().clone() for n, mod in prunable_layers(source, ["first", "last", "depthwise"]).items()}
+    cfg = UnstructuredConfig(sparsity=0.6, order="before_transfer", recovery={"epochs": 1, "seconds": None, "lr": 3e-3})
+    s = METHODS.get("unstructured").handler(ModelState(model=dense), cfg, ctx)
+    assert s.notes["unstructured"]["order"] == "before_transfer"
+    for n, mod in prunable_layers(s.model, ["first", "last", "depthwise"]).items():
+        w0 = before[n]
+        # the masks are the source's own magnitude masks (one-shot on the pretrained weights), kept throughout
+        src_mask = _layer_mask(w0.abs(), 0.6)
+        assert torch.equal(mod.weight != 0, src_mask), n
+        assert not torch.equal(mod.weight, w0 * src_mask), n  # and the kept weights were trained
+    for n, mod in prunable_layers(source, ["first", "last", "depthwise"]).items():
+        assert torch.equal(mod.weight, before[n])  # the source model itself is left untouched
+
+
+def test_sparse_transfer_must_start_its_candidate():
+    from slimship.errors import RecipeError
+    from slimship.recipe import parse_recipe
+    from tests.conftest import tiny_recipe
+
+    r = tiny_recipe("data.npz")
+    r["compress"]["candidates"] = [{"name": "bad", "steps": [
+        {"method": "kmeans"}, {"method": "unstructured", "order": "before_transfer"}]}]
+    with pytest.raises(RecipeError, match="first step"):
+        parse_recipe(r)

@@ -6,6 +6,8 @@ HELP = "show a package's manifest, parts and their bytes, accuracy and provenanc
 def add_arguments(p) -> None:
     p.add_argument("package", help=".slim package")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--layers", action="store_true",
+                   help="also show where the bytes go, one row per weight tensor (encoding, stored and compressed bytes)")
 
 
 def run(args) -> int:
@@ -28,6 +30,11 @@ def run(args) -> int:
         "delta": _delta_summary(m.get("delta")),
         "rebuilt_from": m.get("rebuilt_from"),
     }
+    layers = _layers(args.package) if args.layers else None
+    if layers is not None:
+        from dataclasses import asdict
+
+        info["layers"] = [asdict(r) for r in layers]
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -56,7 +63,22 @@ def run(args) -> int:
     if isinstance(r, dict):
         print(f"  rebuilt from base package id {str(r.get('base_package'))[:16]}… + delta package id "
               f"{str(r.get('delta_package'))[:16]}… (file SHA-256s, as a store names packages; {r.get('mode')})")
+    if layers is not None:
+        from slimship.package.layer_bytes import format_layer_table, part_bytes
+
+        print(format_layer_table(layers, part_bytes(args.package)))
     return 0
+
+
+def _layers(path):
+    from slimship.errors import PackageError
+    from slimship.package.layer_bytes import layer_bytes
+
+    try:
+        return layer_bytes(path)
+    except PackageError as e:
+        raise PackageError(f"{e} (--layers needs a package with its own deploy graph: pull a delta task whole, "
+                           f"or inspect it without --layers)") from None
 
 
 def _delta_summary(meta) -> dict | None:

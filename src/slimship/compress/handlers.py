@@ -33,6 +33,7 @@ class CompressContext:
     log: Callable[[str], None]
     progress: Any = None
     seed: int = 0
+    source: Any = None  # the pretrained model before transfer (its new head untrained), for sparse transfer
 
 
 def _val_scorer(ctx: CompressContext) -> Callable[[bytes], float]:
@@ -111,7 +112,10 @@ def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressConte
     from slimship.compress.sparsity import apply_masks_, cubic_sparsity, magnitude_masks, prunable_layers, weight_masks
     from slimship.transfer.finetune import train
 
-    model = copy.deepcopy(state.model)
+    before = cfg.order == "before_transfer"
+    if before and ctx.source is None:
+        raise ValueError("internal: order before_transfer needs CompressContext.source (the pretrained model)")
+    model = copy.deepcopy(ctx.source if before else state.model)
     keep_zero = weight_masks(model)  # zeros from earlier steps stay zero
     layers = prunable_layers(model, cfg.spare)
     cur = {"s": -1.0, "masks": {}}
@@ -120,7 +124,8 @@ def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressConte
         per_layer, notes = _sensitivity_allocation(model, layers, cfg, ctx)
 
     def update(progress: float) -> None:
-        s = cfg.sparsity if cfg.schedule == "oneshot" or cfg.nm else cubic_sparsity(cfg.sparsity, progress)
+        oneshot = cfg.schedule == "oneshot" or cfg.nm or before  # sparse transfer: the source is pruned once
+        s = cfg.sparsity if oneshot else cubic_sparsity(cfg.sparsity, progress)
         if s - cur["s"] >= 0.005 or (s == cfg.sparsity and cur["s"] != cfg.sparsity):
             cur["masks"] = magnitude_masks(layers, s, cfg, per_layer)
             cur["s"] = s
@@ -129,15 +134,16 @@ def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressConte
 
     update(0.0)
     r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
-              teacher=ctx.teacher, after_step=lambda m, p: update(p), progress=ctx.progress, desc="unstructured")
+              teacher=ctx.teacher, after_step=lambda m, p: update(p), progress=ctx.progress,
+              desc="sparse transfer" if before else "unstructured")
     update(1.0)
     nz = sum(int((m.weight != 0).sum()) for m in layers.values())
     tot = sum(m.weight.numel() for m in layers.values())
-    ctx.log(f"unstructured: {100 * (1 - nz / max(tot, 1)):.1f} % of {len(layers)} layers' weights are zero; "
-            f"val {r.best_val_accuracy:.4f}")
+    ctx.log(f"unstructured{' (source pruned, then transferred)' if before else ''}: "
+            f"{100 * (1 - nz / max(tot, 1)):.1f} % of {len(layers)} layers' weights are zero; val {r.best_val_accuracy:.4f}")
     return ModelState(model=model, arch_edits=state.arch_edits,
                       notes={**state.notes, "unstructured": {"layer_sparsity": round(1 - nz / max(tot, 1), 4),
-                                                             "layers": len(layers), **notes}})
+                                                             "layers": len(layers), "order": cfg.order, **notes}})
 
 
 def _sensitivity_allocation(model, layers, cfg: UnstructuredConfig, ctx: CompressContext) -> tuple[dict, dict]:

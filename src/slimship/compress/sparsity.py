@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slimship.compress.prune_channels import Recovery
 
@@ -34,7 +34,17 @@ class UnstructuredConfig(BaseModel):
     # target across layers where it costs least (layer scope only)
     allocation: Literal["uniform", "sensitivity"] = "uniform"
     nm: tuple[int, int] | None = None  # e.g. (2, 4): N of every M consecutive input weights kept (overrides sparsity)
+    # "before_transfer" (sparse transfer): prune the pretrained source once, then fine-tune it on the task with
+    # the masks locked (the recovery budget is the transfer; distilled from the dense fine-tune). Must be the
+    # first step of its candidate.
+    order: Literal["after_transfer", "before_transfer"] = "after_transfer"
     recovery: Recovery = Recovery()
+
+    @model_validator(mode="after")
+    def _source(self):
+        if self.order == "before_transfer" and self.allocation == "sensitivity":
+            raise ValueError("allocation sensitivity measures the task model; with order before_transfer use uniform")
+        return self
 
 
 def prunable_layers(model: nn.Module, spare: list[str]) -> dict[str, nn.Module]:
