@@ -5,6 +5,7 @@ import copy
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from slimship.data.transforms import Preprocessing, resize_uint8
@@ -89,6 +90,10 @@ def test_run_with_delta_writes_base_and_a_delta_that_rebuilds_the_measured_model
     assert dp["bytes"] == (pkgs / "finetuned-delta.delta.slim").stat().st_size
     assert dp["bytes"] < 0.5 * dp["full_bytes"]
     assert 0 < dp["changed_fraction"] < 0.2
+    # only the tensors the base graph holds are restricted: the new head trains freely
+    _model, base, _pre, _data = _setup()
+    assert entry["notes"]["of"] == sum(v.numel() for k, v in base.items() if v.ndim >= 2 and v.is_floating_point())
+    assert not any(k.startswith("classifier") for k in base)
     # lossless values: the delta rebuilds the measured deploy graph byte for byte
     rebuilt = load_task_onnx(pkgs / "finetuned-delta.delta.slim", pkgs / "base.slim")
     assert rebuilt == load_package(pkgs / "finetuned-delta.slim").onnx
@@ -104,3 +109,21 @@ def test_run_with_delta_writes_base_and_a_delta_that_rebuilds_the_measured_model
     ft1 = next(e for e in metrics["models"] if e["name"] == "finetuned")
     ft2 = next(e for e in m2["models"] if e["name"] == "finetuned")
     assert np.isclose(ft1["accuracy"], ft2["accuracy"]) and ft1["train_seconds"] == ft2["train_seconds"]
+
+
+def test_norm_allocation_keeps_the_total_and_favours_tensors_that_moved_more():
+    from slimship.transfer.delta import norm_allocation
+
+    model, base, _pre, _data = _setup()
+    names = [n for n, p in model.named_parameters() if p.ndim >= 2 and n in base]
+    moved, still = names[1], names[2]
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in base and p.ndim >= 2:
+                p.add_(base[n].abs().mean() * (0.5 if n == moved else 0.01) * torch.randn_like(p))
+    share = norm_allocation(model, base, 0.1)
+    sizes = {n: base[n].numel() for n in share}
+    assert sum(share[n] * sizes[n] for n in share) == pytest.approx(0.1 * sum(sizes.values()), rel=1e-3)
+    assert share[moved] > share[still] and all(0.025 - 1e-9 <= d <= 1.0 for d in share.values())
+    masks = sparsify_delta_(model, base, share)
+    assert int(masks.masks[moved].sum()) == max(1, round(share[moved] * sizes[moved]))

@@ -102,6 +102,7 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
 
 def _delta_model(recipe, base_model, ft_model, ft_key, train_data, val_data, pre, cache, rep) -> dict:
     """The fine-tune turned into base + a sparse delta (:mod:`slimship.transfer.delta`), cached."""
+    from slimship.package.task_delta import backbone_state
     from slimship.transfer.delta import train_sparse_delta
 
     t, dt = recipe.transfer, recipe.transfer.delta
@@ -111,8 +112,8 @@ def _delta_model(recipe, base_model, ft_model, ft_key, train_data, val_data, pre
     if hit is None:
         cfg = _train_config(t, budget=dt.budget, lr=dt.lr, bn=t.bn, seed=recipe.seed)
         cfg.kd_alpha = dt.kd_alpha
-        masks, r = train_sparse_delta(model, base_model.state_dict(), dt.density, (*train_data, *val_data), pre, cfg,
-                                      progress=rep)
+        masks, r = train_sparse_delta(model, backbone_state(base_model), dt.density, (*train_data, *val_data), pre,
+                                      cfg, allocation=dt.allocation, progress=rep)
         notes = {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
                  "of": masks.total}
         cache.save(key, {"notes": notes, "seconds": r.seconds}, model)

@@ -57,7 +57,25 @@ def _delta_tensors(model: nn.Module, base_state: dict[str, torch.Tensor]) -> dic
 
 
 @torch.no_grad()
-def sparsify_delta_(model: nn.Module, base_state: dict[str, torch.Tensor], density: float,
+def norm_allocation(model: nn.Module, base_state: dict[str, torch.Tensor], density: float) -> dict[str, float]:
+    """Per-tensor densities with the same total as ``density`` everywhere, each tensor's share proportional to
+    its relative change ``rms(task - base) / rms(base)`` (clipped to ``[density / 4, 1]``): tensors the
+    fine-tune moved more keep more entries."""
+    base = _delta_tensors(model, base_state)
+    params = dict(model.named_parameters())
+    rel = {n: float((params[n] - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12)) for n, b in base.items()}
+    size = {n: b.numel() for n, b in base.items()}
+    total = density * sum(size.values())
+    scale_lo, scale_hi = 0.0, 1e6
+    for _ in range(60):  # bisect the common factor so that the kept entries add up to the total
+        f = (scale_lo + scale_hi) / 2
+        kept = sum(size[n] * min(1.0, max(density / 4, f * rel[n])) for n in base)
+        scale_lo, scale_hi = (f, scale_hi) if kept < total else (scale_lo, f)
+    return {n: min(1.0, max(density / 4, scale_hi * rel[n])) for n in base}
+
+
+@torch.no_grad()
+def sparsify_delta_(model: nn.Module, base_state: dict[str, torch.Tensor], density: float | dict[str, float],
                     masks: DeltaMasks | None = None) -> DeltaMasks:
     """Keep the ``density`` fraction of largest changes per weight tensor; reset the rest to the base.
 
@@ -65,7 +83,8 @@ def sparsify_delta_(model: nn.Module, base_state: dict[str, torch.Tensor], densi
     or holds at another shape, and 1-D tensors, are left as they are (stored whole / densely). Passing the
     ``masks`` of an earlier call narrows them (entries already reset stay reset).
     """
-    if not 0.0 < density <= 1.0:
+    per = density if isinstance(density, dict) else None
+    if per is None and not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
     base = masks.base if masks is not None else _delta_tensors(model, base_state)
     params = dict(model.named_parameters())
@@ -74,7 +93,7 @@ def sparsify_delta_(model: nn.Module, base_state: dict[str, torch.Tensor], densi
         d = (params[name] - b).abs().flatten()
         if masks is not None:
             d = d * masks.masks[name].flatten()
-        k = max(1, int(round(density * d.numel())))
+        k = max(1, int(round((per[name] if per is not None else density) * d.numel())))
         if k >= d.numel():
             mask = torch.ones_like(d, dtype=torch.bool)
         else:
@@ -94,14 +113,16 @@ def density_at(progress: float, final: float, end: float) -> float:
 
 
 def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], density: float, data, pre, cfg,
-                       *, ramp: float = 0.5, updates: int = 25, progress=None) -> tuple[DeltaMasks, object]:
+                       *, ramp: float = 0.5, updates: int = 25, allocation: str = "uniform",
+                       progress=None) -> tuple[DeltaMasks, object]:
     """Shrink ``model``'s delta to ``density`` gradually while fine-tuning it, distilled from itself (in place).
 
     ``model`` is the full fine-tune (it is also the teacher, copied first); ``data`` is
     ``(train_x, train_y, val_x, val_y)``; ``cfg`` a :class:`~slimship.transfer.finetune.TrainConfig` (set
     ``kd_alpha`` > 0 to distil). The kept fraction follows :func:`density_at` from 1 down to ``density`` over
     the first ``ramp`` of the budget, narrowing the masks ``updates`` times; then the masks stay fixed and the
-    kept entries are trained. Only states at the final density count as the best one. Returns the masks and
+    kept entries are trained. ``allocation="norm"`` shares the kept entries out by :func:`norm_allocation`
+    (measured on the full fine-tune) instead of the same fraction of every tensor. Only states at the final density count as the best one. Returns the masks and
     the :class:`~slimship.transfer.finetune.TrainResult`.
     """
     from slimship.transfer.finetune import train
@@ -109,14 +130,24 @@ def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], de
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    state = {"masks": sparsify_delta_(model, base_state, density_at(0.0, density, ramp)), "level": 0}
+    if allocation not in ("uniform", "norm"):
+        raise ValueError(f"allocation must be 'uniform' or 'norm', got {allocation!r}")
+    share = norm_allocation(model, base_state, density) if allocation == "norm" else None
+
+    def target(prog: float):
+        kept = density_at(prog, density, ramp)  # overall kept fraction at this point of the schedule
+        if share is None:
+            return kept
+        f = (kept - density) / (1 - density) if density < 1 else 1.0  # 0 at the end, 1 at the start
+        return {n: d + (1 - d) * f for n, d in share.items()}
+
+    state = {"masks": sparsify_delta_(model, base_state, target(0.0)), "level": 0}
 
     def step(m: nn.Module, prog: float) -> None:
         level = min(updates, int(prog / ramp * updates)) if ramp > 0 else updates
         if level > state["level"]:
             state["level"] = level
-            state["masks"] = sparsify_delta_(m, base_state, density_at(level / updates * ramp, density, ramp),
-                                             state["masks"])
+            state["masks"] = sparsify_delta_(m, base_state, target(level / updates * ramp), state["masks"])
         else:
             state["masks"].project_(m)
 
@@ -129,5 +160,5 @@ def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], de
         cfg.evals = evals
     r = train(model, X, Y, VX, VY, pre, cfg, teacher=teacher, after_step=step, progress=progress,
               desc=f"delta {density:g}")
-    masks = sparsify_delta_(model, base_state, density, state["masks"])  # already there; makes it explicit
+    masks = sparsify_delta_(model, base_state, target(1.0), state["masks"])  # already there; makes it explicit
     return masks, r
