@@ -161,10 +161,12 @@ def main() -> int:
     # Budgets are in epochs, not seconds, so that a busy machine changes the time taken, not the result.
     ap.add_argument("--epochs", type=float, default=2.0, help="full fine-tune budget per task (epochs)")
     ap.add_argument("--train-limit", type=int, default=6000)
-    ap.add_argument("--density", type=float, default=0.02,
+    ap.add_argument("--density", type=float, default=0.05,
                     help="fraction of each weight tensor a task may change (transfer.delta.density)")
     ap.add_argument("--delta-epochs", type=float, default=2.0, help="sparse-delta fine-tune budget per task (epochs)")
-    ap.add_argument("--value-bits", type=int, default=16, choices=(8, 16, 32), help="bits per stored delta value")
+    ap.add_argument("--delta-lr", type=float, default=1e-3, help="sparse-delta fine-tune learning rate")
+    ap.add_argument("--dense-depthwise", action="store_true", help="depthwise kernels change whole (transfer.delta)")
+    ap.add_argument("--value-bits", type=int, default=8, choices=(8, 16, 32), help="bits per stored delta value")
     ap.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset of: " + ", ".join(TASKS))
     ap.add_argument("--posthoc", action="store_true",
                     help="also compress each full fine-tune after the fact (best_delta search, no training)")
@@ -184,7 +186,8 @@ def main() -> int:
         ap.error(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
     # The fine-tune sees (train_limit + 10 %) images; the recipe's own val split takes the 10 % back.
     pool = int(round(args.train_limit / 0.9))
-    delta = {"density": args.density, "budget": {"epochs": args.delta_epochs}, "value_bits": args.value_bits}
+    delta = {"density": args.density, "budget": {"epochs": args.delta_epochs}, "value_bits": args.value_bits,
+             "lr": args.delta_lr, "dense_depthwise": args.dense_depthwise}
     runs: dict[str, tuple[Path, Path]] = {}
     for name in names:
         npz, held = make_task(out, name, pool, args.heldout)
@@ -248,10 +251,45 @@ def trained(out: Path, runs: dict[str, tuple[Path, Path]]) -> int:
           f"(ratio {total_full / total_delta:.2f})")
     print(f"target (every task: delta <= 5 % of its full package, test drop <= 0.5 pt): "
           f"{'MET' if ok_all else 'NOT MET'}")
+    in_store(out, runs)
     (out / "delta_trained.json").write_text(json.dumps(
         {r[0]: {"full_test": r[2], "delta_test": r[3], "full_bytes": r[4], "delta_bytes": r[5],
                 "changed_fraction": r[6]} for r in rows}, indent=2))
     return 0
+
+
+def in_store(out: Path, runs: dict[str, tuple[Path, Path]]) -> None:
+    """The user's route: push the base once and every task with ``--base`` into a fresh store, pull each
+    task back (rebuilt whole) and score the pulled package; then the store's own per-task figures."""
+    import shutil
+
+    from slimship.package.pack import load_package
+    from slimship.package.store import Store, push_delta
+
+    root = out / "store"
+    shutil.rmtree(root, ignore_errors=True)
+    (out / "pulled").mkdir(exist_ok=True)
+    store = Store(str(root))
+    first = next(iter(runs.values()))[0]
+    store.push(first / "packages" / "base.slim", name="lite0-base", version="1")
+    print(f"\nStore {root}: base pushed once; each task pushed with --base lite0-base@1, then pulled back")
+    for name, (run_dir, _held) in runs.items():
+        push_delta(store, run_dir / "packages" / "finetuned-delta.slim", "lite0-base@1", name=name, version="1")
+        pulled = store.pull(f"{name}@1", out / "pulled" / f"{name}.slim")
+        pkg = load_package(pulled.path)
+        with np.load(out / "tasks" / f"{name}.npz", allow_pickle=False) as d:
+            acc = Scorer(d["x_test"], d["y_test"], pkg.preprocessing)(pkg.onnx)
+        print(f"  {name:18s} pulled and rebuilt: test {100 * acc:.2f} %")
+    st = store.stats()
+    print(f"  {'name@version':22s} {'stored B':>10s} {'full B':>10s} {'%':>6s}  kind")
+    for t in st["tasks"]:
+        full = t.get("full_bytes") or 0
+        pct = f"{100 * t['stored_bytes'] / full:5.2f}%" if full else "     ?"
+        kind = f"delta on {t['base']}" if t["delta"] else "full"
+        print(f"  {t['name'] + '@' + t['version']:22s} {t['stored_bytes']:10,d} {full:10,d} {pct}  {kind}")
+    print(f"  stored {st['stored_package_bytes']:,} B vs {st['full_package_bytes']:,} B as full packages "
+          f"(saved {st['delta_saved_bytes']:,} B, {100 * st['delta_saved_fraction']:.1f} %); "
+          f"physical {st['physical_bytes']:,} B")
 
 
 def measure(out: Path, runs: dict[str, tuple[Path, Path]], max_drop: float) -> int:

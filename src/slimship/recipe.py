@@ -74,6 +74,7 @@ class DeltaTraining(_Strict):
     kd_alpha: float = Field(0.7, ge=0, le=1, description="weight of distillation from the full fine-tune")
     # uniform: the same fraction of every tensor; norm: shares by each tensor's relative change in the fine-tune
     allocation: Literal["uniform", "norm"] = "uniform"
+    dense_depthwise: bool = Field(False, description="depthwise kernels change whole (few weights per channel)")
     value_bits: Literal[8, 16, 32] = Field(8, description="bits per stored delta value (8: one scale per tensor; "
                                                           "32 = lossless); accuracy is measured on the stored values")
 

@@ -127,3 +127,11 @@ def test_norm_allocation_keeps_the_total_and_favours_tensors_that_moved_more():
     assert share[moved] > share[still] and all(0.025 - 1e-9 <= d <= 1.0 for d in share.values())
     masks = sparsify_delta_(model, base, share)
     assert int(masks.masks[moved].sum()) == max(1, round(share[moved] * sizes[moved]))
+
+
+def test_dense_depthwise_leaves_depthwise_kernels_out_of_the_masks():
+    model, base, _pre, _data = _setup()
+    dw = [n for n, p in model.named_parameters() if p.ndim == 4 and p.shape[1] == 1]
+    assert dw
+    assert set(dw) <= set(sparsify_delta_(copy.deepcopy(model), base, 0.1).masks)
+    assert not set(dw) & set(sparsify_delta_(model, base, 0.1, dense_depthwise=True).masks)

@@ -113,7 +113,8 @@ def _delta_model(recipe, base_model, ft_model, ft_key, train_data, val_data, pre
         cfg = _train_config(t, budget=dt.budget, lr=dt.lr, bn=t.bn, seed=recipe.seed)
         cfg.kd_alpha = dt.kd_alpha
         masks, r = train_sparse_delta(model, backbone_state(base_model), dt.density, (*train_data, *val_data), pre,
-                                      cfg, allocation=dt.allocation, progress=rep)
+                                      cfg, allocation=dt.allocation, dense_depthwise=dt.dense_depthwise,
+                                      progress=rep)
         notes = {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
                  "of": masks.total}
         cache.save(key, {"notes": notes, "seconds": r.seconds}, model)

@@ -46,22 +46,27 @@ class DeltaMasks:
             p.copy_(torch.where(mask, p, self.base[name]))
 
 
-def _delta_tensors(model: nn.Module, base_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Names of the weight tensors (2-D and up) that the base holds at the same shape."""
+def _delta_tensors(model: nn.Module, base_state: dict[str, torch.Tensor],
+                   dense_depthwise: bool = False) -> dict[str, torch.Tensor]:
+    """Base values of the weight tensors (2-D and up) that the base holds at the same shape; with
+    ``dense_depthwise``, depthwise kernels (``[C, 1, k, k]``: few weights per channel) are left dense."""
     out = {}
     for name, p in model.named_parameters():
         b = base_state.get(name)
+        if dense_depthwise and p.ndim == 4 and p.shape[1] == 1:
+            continue
         if p.ndim >= 2 and b is not None and tuple(b.shape) == tuple(p.shape) and b.is_floating_point():
             out[name] = b.detach().to(p.dtype).clone()
     return out
 
 
 @torch.no_grad()
-def norm_allocation(model: nn.Module, base_state: dict[str, torch.Tensor], density: float) -> dict[str, float]:
+def norm_allocation(model: nn.Module, base_state: dict[str, torch.Tensor], density: float,
+                    dense_depthwise: bool = False) -> dict[str, float]:
     """Per-tensor densities with the same total as ``density`` everywhere, each tensor's share proportional to
     its relative change ``rms(task - base) / rms(base)`` (clipped to ``[density / 4, 1]``): tensors the
     fine-tune moved more keep more entries."""
-    base = _delta_tensors(model, base_state)
+    base = _delta_tensors(model, base_state, dense_depthwise)
     params = dict(model.named_parameters())
     rel = {n: float((params[n] - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12)) for n, b in base.items()}
     size = {n: b.numel() for n, b in base.items()}
@@ -76,17 +81,18 @@ def norm_allocation(model: nn.Module, base_state: dict[str, torch.Tensor], densi
 
 @torch.no_grad()
 def sparsify_delta_(model: nn.Module, base_state: dict[str, torch.Tensor], density: float | dict[str, float],
-                    masks: DeltaMasks | None = None) -> DeltaMasks:
+                    masks: DeltaMasks | None = None, dense_depthwise: bool = False) -> DeltaMasks:
     """Keep the ``density`` fraction of largest changes per weight tensor; reset the rest to the base.
 
     ``base_state`` is the pretrained model's ``state_dict()`` (same parameter names). Tensors the base lacks
     or holds at another shape, and 1-D tensors, are left as they are (stored whole / densely). Passing the
-    ``masks`` of an earlier call narrows them (entries already reset stay reset).
+    ``masks`` of an earlier call narrows them (entries already reset stay reset). ``dense_depthwise`` leaves
+    depthwise kernels out (they change whole, like the 1-D tensors).
     """
     per = density if isinstance(density, dict) else None
     if per is None and not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
-    base = masks.base if masks is not None else _delta_tensors(model, base_state)
+    base = masks.base if masks is not None else _delta_tensors(model, base_state, dense_depthwise)
     params = dict(model.named_parameters())
     out = {}
     for name, b in base.items():
@@ -114,7 +120,7 @@ def density_at(progress: float, final: float, end: float) -> float:
 
 def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], density: float, data, pre, cfg,
                        *, ramp: float = 0.5, updates: int = 25, allocation: str = "uniform",
-                       progress=None) -> tuple[DeltaMasks, object]:
+                       dense_depthwise: bool = False, progress=None) -> tuple[DeltaMasks, object]:
     """Shrink ``model``'s delta to ``density`` gradually while fine-tuning it, distilled from itself (in place).
 
     ``model`` is the full fine-tune (it is also the teacher, copied first); ``data`` is
@@ -132,7 +138,7 @@ def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], de
         p.requires_grad_(False)
     if allocation not in ("uniform", "norm"):
         raise ValueError(f"allocation must be 'uniform' or 'norm', got {allocation!r}")
-    share = norm_allocation(model, base_state, density) if allocation == "norm" else None
+    share = norm_allocation(model, base_state, density, dense_depthwise) if allocation == "norm" else None
 
     def target(prog: float):
         kept = density_at(prog, density, ramp)  # overall kept fraction at this point of the schedule
@@ -141,7 +147,7 @@ def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], de
         f = (kept - density) / (1 - density) if density < 1 else 1.0  # 0 at the end, 1 at the start
         return {n: d + (1 - d) * f for n, d in share.items()}
 
-    state = {"masks": sparsify_delta_(model, base_state, target(0.0)), "level": 0}
+    state = {"masks": sparsify_delta_(model, base_state, target(0.0), dense_depthwise=dense_depthwise), "level": 0}
 
     def step(m: nn.Module, prog: float) -> None:
         level = min(updates, int(prog / ramp * updates)) if ramp > 0 else updates
