@@ -160,22 +160,29 @@ def _sensitivity_allocation(model, layers, cfg: UnstructuredConfig, ctx: Compres
     return alloc, {"sensitivity": {"val_subset_accuracy": base, "drop": table}, "allocation": alloc}
 
 
+def _recover_keeping_zeros(model, keep_zero: dict, handled, rec, ctx: CompressContext, desc: str):
+    """Distilled recovery fine-tune of a model whose layers in ``handled`` keep their own structure
+    (parametrized codebooks / grids); pruned zeros of the other layers are re-applied after every step."""
+    from slimship.compress.sparsity import apply_masks_
+    from slimship.transfer.finetune import train
+
+    mods = dict(model.named_modules())
+    rest = {n: m for n, m in keep_zero.items() if n not in handled}  # pruned, but left alone by this method
+    return train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(rec, ctx),
+                 teacher=ctx.teacher, after_step=lambda m, p: apply_masks_(mods, rest), progress=ctx.progress,
+                 desc=desc)
+
+
 @register_method("kmeans", KMeansShareConfig,
                  help="k-means weight sharing per layer (zeros preserved) with codebook fine-tuning, distilled")
 def _kmeans(state: ModelState, cfg: KMeansShareConfig, ctx: CompressContext) -> ModelState:
     from slimship.compress.share import bake_, share_weights_
-    from slimship.compress.sparsity import apply_masks_, weight_masks
-    from slimship.transfer.finetune import train
+    from slimship.compress.sparsity import weight_masks
 
     model = copy.deepcopy(state.model)
     keep_zero = weight_masks(model)
     info = share_weights_(model, cfg)
-    mods = dict(model.named_modules())
-    unshared = {n: m for n, m in keep_zero.items() if n not in info}  # pruned but too small to share
-
-    r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
-              teacher=ctx.teacher, after_step=lambda m, p: apply_masks_(mods, unshared),
-              progress=ctx.progress, desc="codebooks")
+    r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "codebooks")
     bake_(model)
     ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits; val {r.best_val_accuracy:.4f}")
     return ModelState(model=model, arch_edits=state.arch_edits,
@@ -205,19 +212,14 @@ def _lowrank(state: ModelState, cfg: LowRankConfig, ctx: CompressContext) -> Mod
                  help="weight-only int8/int4 (per channel or per group, MSE clipping) for Linear-heavy models; zeros kept")
 def _weight_only(state: ModelState, cfg: WeightOnlyConfig, ctx: CompressContext) -> ModelState:
     from slimship.compress.share import bake_
-    from slimship.compress.sparsity import apply_masks_, weight_masks
+    from slimship.compress.sparsity import weight_masks
     from slimship.compress.weight_only import quantize_weights_
-    from slimship.transfer.finetune import train
 
     model = copy.deepcopy(state.model)
     keep_zero = weight_masks(model)
     info = quantize_weights_(model, cfg)
     if cfg.recovery is not None and info:
-        mods = dict(model.named_modules())
-        unquantized = {n: m for n, m in keep_zero.items() if n not in info}  # pruned layers left float
-        r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
-                  teacher=ctx.teacher, after_step=lambda m, p: apply_masks_(mods, unquantized),
-                  progress=ctx.progress, desc="weight-only")
+        r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "weight-only")
         ctx.log(f"weight_only recovery: val {r.best_val_accuracy:.4f}")
     bake_(model)  # plain float32 weights, exactly on the grid
     ctx.log(f"weight_only: {len(info)} layers at {cfg.bits} bits ({cfg.granularity})")

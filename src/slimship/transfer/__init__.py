@@ -21,6 +21,22 @@ def _train_config(t, *, budget, lr, bn, seed, freeze_stages=0, gradual=False, la
     )
 
 
+def _notes(r) -> tuple[dict, float]:
+    """(notes, seconds) of a :class:`~slimship.transfer.finetune.TrainResult`, as the stage cache keeps them."""
+    return {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}, r.seconds
+
+
+def _cached_training(cache, key: str, model, run) -> tuple[dict, float]:
+    """Load ``model``'s trained state from the stage cache, or ``run()`` (trains ``model`` in place and returns
+    ``(notes, seconds)``) and cache it. Returns ``(notes, seconds)`` either way."""
+    hit = cache.load(key, model)
+    if hit is not None:
+        return hit["notes"], hit["seconds"]
+    notes, secs = run()
+    cache.save(key, {"notes": notes, "seconds": secs}, model)
+    return notes, secs
+
+
 def _key(*parts) -> str:
     import hashlib
     import json
@@ -62,17 +78,11 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
     else:
         ft_key = _key(base_key, tdict)
         ft_model = copy.deepcopy(probe_model if t.head_init == "probe" else model)
-        hit = cache.load(ft_key, ft_model)
-        if hit is None:
-            cfg = _train_config(t, budget=t.budget, lr=t.lr, bn=t.bn, seed=recipe.seed,
-                                freeze_stages=t.freeze_stages if t.strategy == "partial" else 0,
-                                gradual=t.gradual_unfreeze, layer_decay=t.layer_decay)
-            r = train(ft_model, X, Y, VX, VY, pre, cfg, progress=rep, desc=t.strategy)
-            notes = {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}
-            cache.save(ft_key, {"notes": notes, "seconds": r.seconds}, ft_model)
-            secs = r.seconds
-        else:
-            notes, secs = hit["notes"], hit["seconds"]
+        cfg = _train_config(t, budget=t.budget, lr=t.lr, bn=t.bn, seed=recipe.seed,
+                            freeze_stages=t.freeze_stages if t.strategy == "partial" else 0,
+                            gradual=t.gradual_unfreeze, layer_decay=t.layer_decay)
+        notes, secs = _cached_training(cache, ft_key, ft_model, lambda: _notes(
+            train(ft_model, X, Y, VX, VY, pre, cfg, progress=rep, desc=t.strategy)))
         rep.log(f"{t.strategy}: val {max(h['val_accuracy'] for h in notes['history']):.4f} "
                 f"({notes['steps']} steps, {notes['images_per_second']} img/s, {secs:.0f} s)")
         results["finetuned"] = {"name": "finetuned", "kind": t.strategy, "model": ft_model.eval(), "seconds": secs,
@@ -85,15 +95,9 @@ def transfer_model(recipe, model, build, train_data, val_data, pre, cache, base_
     if t.scratch_baseline:
         sc_key = _key(base_key, tdict, "scratch", t.model_dump(mode="json", include={"scratch_budget", "scratch_lr"}))
         sc_model = build(None).model
-        hit = cache.load(sc_key, sc_model)
-        if hit is None:
-            cfg = _train_config(t, budget=t.scratch_budget or t.budget, lr=t.scratch_lr, bn="train", seed=recipe.seed)
-            r = train(sc_model, X, Y, VX, VY, pre, cfg, progress=rep, desc="scratch")
-            notes = {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}
-            cache.save(sc_key, {"notes": notes, "seconds": r.seconds}, sc_model)
-            secs = r.seconds
-        else:
-            notes, secs = hit["notes"], hit["seconds"]
+        sc_cfg = _train_config(t, budget=t.scratch_budget or t.budget, lr=t.scratch_lr, bn="train", seed=recipe.seed)
+        notes, secs = _cached_training(cache, sc_key, sc_model, lambda: _notes(
+            train(sc_model, X, Y, VX, VY, pre, sc_cfg, progress=rep, desc="scratch")))
         rep.log(f"scratch: val {max(h['val_accuracy'] for h in notes['history']):.4f} ({notes['steps']} steps, {secs:.0f} s)")
         results["scratch"] = {"name": "scratch", "kind": "scratch", "model": sc_model.eval(), "seconds": secs,
                               "notes": notes, "key": sc_key}
@@ -108,19 +112,17 @@ def _delta_model(recipe, base_model, ft_model, ft_key, train_data, val_data, pre
     t, dt = recipe.transfer, recipe.transfer.delta
     key = _key(ft_key, "delta", dt.model_dump(mode="json", exclude={"value_bits"}))
     model = copy.deepcopy(ft_model)
-    hit = cache.load(key, model)
-    if hit is None:
-        cfg = _train_config(t, budget=dt.budget, lr=dt.lr, bn=t.bn, seed=recipe.seed)
-        cfg.kd_alpha = dt.kd_alpha
+    cfg = _train_config(t, budget=dt.budget, lr=dt.lr, bn=t.bn, seed=recipe.seed)
+    cfg.kd_alpha = dt.kd_alpha
+
+    def run():
         masks, r = train_sparse_delta(model, backbone_state(base_model), dt.density, (*train_data, *val_data), pre,
                                       cfg, allocation=dt.allocation, dense_depthwise=dt.dense_depthwise,
                                       progress=rep)
-        notes = {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
-                 "of": masks.total}
-        cache.save(key, {"notes": notes, "seconds": r.seconds}, model)
-        secs = r.seconds
-    else:
-        notes, secs = hit["notes"], hit["seconds"]
+        return {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
+                "of": masks.total}, r.seconds
+
+    notes, secs = _cached_training(cache, key, model, run)
     rep.log(f"delta {dt.density:g}: val {max(h['val_accuracy'] for h in notes['history']):.4f} "
             f"({notes['kept']:,} of {notes['of']:,} weights differ from the base; {notes['steps']} steps, {secs:.0f} s)")
     return {"name": "finetuned-delta", "kind": "delta", "model": model.eval(), "seconds": secs, "notes": notes,
