@@ -159,6 +159,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
 
         # ---- evaluate + package ------------------------------------------------------------------------
         from slimship.models.export import export_onnx
+        from slimship.models.onnx_fold import affine_batchnorms
 
         val_in, test_in = test_inputs(VX, VY, pre), test_inputs(TX, TY, pre)
         pkg_dir = out / "packages"
@@ -189,6 +190,8 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
                 deltas[name] = (blob, info)
             else:
                 onnx = r.get("onnx") or export_onnx(r["model"], size, fold_bn=not encode)
+                if encode:  # BN kept unfolded: store it as a float16 affine (2 numbers per channel, not 4)
+                    onnx = affine_batchnorms(onnx)
             extra = {"train_seconds": round(r.get("seconds", 0.0), 1), "notes": r.get("notes", {})}
             pack_args_of[name] = {**base_pack, "arch_edits": r.get("arch_edits", {}), "encode_weights": encode}
             entries.append(measure_and_pack(

@@ -1,6 +1,8 @@
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from slimship.compress import METHODS, ModelState
 from slimship.compress.handlers import CompressContext
@@ -13,6 +15,7 @@ from slimship.compress.sparsity import (
     prunable_layers,
 )
 from slimship.data.transforms import Preprocessing, resize_uint8
+from slimship.errors import PackageError
 from slimship.models import create_model
 from slimship.models.export import export_onnx
 from slimship.package.weights_codec import decode_graph, decode_tensor, encode_graph, encode_tensor
@@ -68,6 +71,67 @@ def test_unstructured_then_kmeans_keeps_zeros_and_shares():
             assert torch.unique(mod.weight[mod.weight != 0]).numel() <= 8, n  # shared: at most 2**3 values
 
 
+def test_later_recoveries_leave_shared_and_quantized_weights_alone():
+    """unstructured -> kmeans -> weight_only (depthwise, with recovery) -> unstructured: no later fine-tune
+    moves a weight an earlier step shared or put on a grid."""
+    from slimship.compress.weight_only import WeightOnlyConfig, quantizable_layers
+
+    ctx, m = _ctx_and_model()
+    rec = {"epochs": 0.5, "seconds": None}
+    s1 = METHODS.get("unstructured").handler(ModelState(model=m), UnstructuredConfig(sparsity=0.5, recovery=rec), ctx)
+    s2 = METHODS.get("kmeans").handler(s1, KMeansShareConfig(bits=3, min_weights=64, recovery=rec), ctx)
+    shared = {n: mod.weight.detach().clone() for n, mod in s2.model.named_modules() if f"{n}.weight" in
+              {f"{k}.weight" for k in s2.notes["fixed_layers"]}}
+    assert shared
+    wo = WeightOnlyConfig(layers="depthwise", min_weights=0, recovery=rec)
+    s3 = METHODS.get("weight_only").handler(s2, wo, ctx)
+    dw = quantizable_layers(s3.model, wo)
+    assert dw and all(mod.groups == mod.in_channels > 1 for mod in dw.values())
+    assert set(dw) <= set(s3.notes["fixed_layers"]) and set(shared) <= set(s3.notes["fixed_layers"])
+    grid = {n: mod.weight.detach().clone() for n, mod in dw.items()}
+    for n, w in shared.items():
+        assert torch.equal(dict(s3.model.named_modules())[n].weight, w), n  # weight_only's recovery kept it
+    # the same sparsity again: the masks are the ones already there, so any change would come from training
+    s4 = METHODS.get("unstructured").handler(s3, UnstructuredConfig(sparsity=0.5, recovery=rec), ctx)
+    mods = dict(s4.model.named_modules())
+    for n, w in {**shared, **grid}.items():
+        assert torch.equal(mods[n].weight, w), n  # the final recovery trained around it
+    moved = [n for n, p in s4.model.named_parameters() if n.endswith("bias") and not torch.equal(
+        p, dict(s3.model.named_parameters())[n])]
+    assert moved  # ...while the rest of the model did train
+
+
+def test_channel_normalization_moves_scales_into_batchnorm_exactly():
+    from slimship.compress.share import conv_bn_pairs, normalize_channels_
+
+    ctx, m = _ctx_and_model()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    m.eval()
+    with torch.no_grad():
+        for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):  # non-trivial BN stats
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+        ref = m(x)
+    pairs = conv_bn_pairs(m)
+    assert "conv_stem" in pairs and len(pairs) >= 5
+    done = normalize_channels_(m, list(pairs), x)
+    assert done == sorted(pairs)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
+    for n in done:
+        w = dict(m.named_modules())[n].weight
+        amax = w.abs().amax(dim=(1, 2, 3))
+        assert torch.allclose(amax[amax > 0], torch.ones(()), atol=1e-6), n
+    # a non-linear op between conv and BatchNorm (registration order says "pair", the data flow does not):
+    # the check on real inputs refuses the rewrite and leaves the model as it was
+    bad = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Sigmoid(), torch.nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        bad[0].weight.mul_(3)
+    before = {k: v.clone() for k, v in bad.state_dict().items()}
+    assert list(conv_bn_pairs(bad)) == ["0"]
+    assert normalize_channels_(bad, ["0"], torch.randn(2, 3, 4, 4)) == []
+    assert all(torch.equal(before[k], v) for k, v in bad.state_dict().items())
+
+
 def test_kmeans_codebook_is_trainable_and_bakes():
     _, m = _ctx_and_model()
     info = share_weights_(m, KMeansShareConfig(bits=2, min_weights=64))
@@ -84,10 +148,13 @@ def test_kmeans_1d_finds_clusters():
     assert len(c) <= 4 and torch.allclose(c[a], v, atol=0.1)
 
 
-@pytest.mark.parametrize("kind", ["shared", "sparse", "raw"])
+@pytest.mark.parametrize("kind", ["shared", "sparse", "raw", "half"])
 def test_tensor_codec_is_exact(kind):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    if kind == "half":
+        a = a.astype(np.float16).astype(np.float32)
+        a[0, 0, 0, :2] = [-0.0, 0.0]  # signed zeros survive too
     if kind == "shared":
         a = rng.choice(np.array([-0.5, 0.25, 0.75], np.float32), size=a.shape)
         a[rng.random(a.shape) < 0.6] = 0
@@ -96,7 +163,38 @@ def test_tensor_codec_is_exact(kind):
     e, chunks = encode_tensor(a)
     assert e["enc"] == kind
     e["shape"] = list(a.shape)
-    assert np.array_equal(decode_tensor(e, chunks), a)
+    assert np.array_equal(decode_tensor(e, chunks).view(np.uint32), a.view(np.uint32))  # bit for bit
+    if kind == "half":
+        assert sum(map(len, chunks)) == 2 * a.size
+        with pytest.raises(PackageError, match="float16"):
+            decode_tensor(e, [chunks[0][:-2]])
+
+
+def test_batchnorm_affine_rewrite_keeps_the_function_and_halves_its_numbers():
+    from slimship.evaluate.runtime import ort_session
+    from slimship.models.onnx_fold import affine_batchnorms
+
+    _, m = _ctx_and_model()
+    with torch.no_grad():
+        for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+    g = export_onnx(m.eval(), 32, fold_bn=False)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    ref = ort_session(g).run(None, {"input": x})[0]
+    for half, tol in ((False, 1e-4), (True, 2e-2)):
+        g2 = affine_batchnorms(g, half=half)
+        np.testing.assert_allclose(ort_session(g2).run(None, {"input": x})[0], ref, atol=tol * np.abs(ref).max())
+        model = onnx.load_from_string(g2)
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+        assert bns
+        for n in bns:
+            eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+            assert not inits[n.input[3]].any()  # mean 0
+            assert np.all(inits[n.input[4]] + np.float32(eps) == np.float32(1))  # var + eps == 1 exactly
+            if half:
+                for k in n.input[1:3]:
+                    assert encode_tensor(inits[k])[0]["enc"] in ("half", "shared") or inits[k].size < 2
 
 
 def test_graph_codec_round_trip_and_refuses_damage():

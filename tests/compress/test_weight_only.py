@@ -90,6 +90,7 @@ def test_layer_selection():
     convs = nn.Sequential(nn.Conv2d(3, 32, 3), nn.Conv2d(32, 32, 3, groups=32), nn.Conv2d(32, 32, 1))
     assert list(quantizable_layers(convs, WeightOnlyConfig(layers="all", min_weights=0))) == ["0", "2"]
     assert len(quantizable_layers(convs, WeightOnlyConfig(layers="all", min_weights=0, spare=[]))) == 3
+    assert list(quantizable_layers(convs, WeightOnlyConfig(layers="depthwise", min_weights=0))) == ["1"]
 
 
 def test_mse_clipping_beats_minmax_on_heavy_tails():

@@ -118,3 +118,26 @@ def test_trusted_pickle_is_converted_once_to_safetensors(tmp_path, monkeypatch):
     assert torch.equal(built.model.conv_stem.weight, src.conv_stem.weight)
     converted = list((tmp_path / "cache" / "converted").glob("*.safetensors"))
     assert len(converted) == 1  # later loads read this copy, never the pickle
+
+
+def test_export_folds_static_pads_into_convs():
+    """The deploy graph has no Pad nodes left (each merged into its Conv) and computes the same logits."""
+    import numpy as np
+    import onnx
+    import timm
+
+    from slimship.evaluate.runtime import ort_session
+    from slimship.models.export import export_onnx
+
+    torch.manual_seed(0)
+    m = timm.create_model("tf_efficientnet_lite0", num_classes=4).eval()
+    assert freeze_same_padding_(m, (3, 32, 32)) > 0
+    g = export_onnx(m, 32)
+    ops = [n.op_type for n in onnx.load_from_string(g).graph.node]
+    assert "Pad" not in ops and "ConstantOfShape" not in ops
+    asym = [n for n in onnx.load_from_string(g).graph.node if n.op_type == "Conv"
+            and any(a.name == "pads" and a.ints[:2] != a.ints[2:] for a in n.attribute)]
+    assert asym  # the TF-"same" stride-2 convs pad (0, 1): asymmetric pads on the Conv itself
+    x = torch.randn(3, 3, 32, 32)
+    got = ort_session(g).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, m(x).detach().numpy(), atol=1e-4)

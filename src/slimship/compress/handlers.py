@@ -55,9 +55,29 @@ def _int8(state: ModelState, cfg: Int8Config, ctx: CompressContext) -> ModelStat
     rng = np.random.default_rng(ctx.seed)
     idx = rng.permutation(len(ctx.train_x))[: cfg.calibration_images]
     calib = to_model_input_np(ctx.train_x[np.sort(idx)].numpy(), ctx.pre)
-    res = quantize_int8(fp32, calib, _val_scorer(ctx), cfg, log=ctx.log)
-    return ModelState(model=state.model, onnx=res.onnx, arch_edits=state.arch_edits,
-                      notes={**state.notes, "int8": {"choice": res.choice, "trials": res.trials}})
+    score = _val_scorer(ctx)
+    res = quantize_int8(fp32, calib, score, cfg, log=ctx.log)
+    onnx, notes = res.onnx, {"choice": res.choice, "trials": res.trials}
+    if cfg.qat is not None:
+        onnx, notes["qat"] = _int8_qat(res.onnx, max(t["val_accuracy"] for t in res.trials), cfg.qat, score, ctx)
+    return ModelState(model=state.model, onnx=onnx, arch_edits=state.arch_edits,
+                      notes={**state.notes, "int8": notes})
+
+
+def _int8_qat(qdq: bytes, ptq_val: float, rec, score, ctx: CompressContext) -> tuple[bytes, dict]:
+    """Distilled quantization-aware fine-tune of the int8 graph itself; the better graph on validation wins."""
+    from slimship.compress.qat import QDQGraphModule
+    from slimship.transfer.finetune import train
+
+    module = QDQGraphModule(qdq)
+    train(module, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(rec, ctx),
+          teacher=ctx.teacher, progress=ctx.progress, desc="int8 qat")
+    tuned = module.to_onnx()
+    val = score(tuned)  # measured on the graph written back, in ONNX Runtime
+    kept = val > ptq_val
+    ctx.log(f"int8 qat: val {val:.4f} vs {ptq_val:.4f} after post-training quantization; "
+            f"{'kept' if kept else 'discarded'}")
+    return (tuned if kept else qdq), {"val_accuracy": val, "ptq_val_accuracy": ptq_val, "kept": kept}
 
 
 @register_method("prune_channels", PruneChannelsConfig,
@@ -81,7 +101,7 @@ def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressCo
             seconds=rec.seconds / cfg.steps if rec.seconds else None,
             epochs=rec.epochs / cfg.steps if rec.epochs else None,
             lr=rec.lr, kd_alpha=rec.kd_alpha, kd_temperature=rec.kd_temperature,
-            warmup=0.02, evals=1, seed=ctx.seed + rnd, bn="frozen",
+            warmup=0.02, evals=1, seed=ctx.seed + rnd, bn="frozen", frozen=_fixed_weights(state),
         )
         r = train(m, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, tc, teacher=ctx.teacher,
                   progress=ctx.progress, desc=f"recover {rnd + 1}/{cfg.steps}")
@@ -97,13 +117,25 @@ def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressCo
     return ModelState(model=model, arch_edits=edits, notes={**state.notes, "prune_channels": info})
 
 
-def _recovery_config(rec, ctx: CompressContext, evals: int = 1):
+# Layers whose weight values a step fixed (k-means codebooks, weight-only grids) are listed in
+# ``notes["fixed_layers"]``; every later recovery fine-tune leaves those weights alone, so a later step never
+# undoes an earlier one (sharing and grids survive; their zeros survive anyway).
+def _fixed_weights(state: ModelState) -> frozenset[str]:
+    return frozenset(f"{n}.weight" for n in state.notes.get("fixed_layers", []))
+
+
+def _with_fixed(notes: dict, layers) -> dict:
+    return {**notes, "fixed_layers": sorted(set(notes.get("fixed_layers", [])) | set(layers))}
+
+
+def _recovery_config(rec, ctx: CompressContext, frozen: frozenset[str] = frozenset(), evals: int = 1):
     from slimship.transfer.finetune import TrainConfig
 
     # evals=1: the state kept is the final one, with the final masks/codebooks (an earlier "best" state would
     # predate the last pruning increment).
     return TrainConfig(seconds=rec.seconds, epochs=rec.epochs, lr=rec.lr, kd_alpha=rec.kd_alpha,
-                       kd_temperature=rec.kd_temperature, warmup=0.02, evals=evals, seed=ctx.seed, bn="frozen")
+                       kd_temperature=rec.kd_temperature, warmup=0.02, evals=evals, seed=ctx.seed, bn="frozen",
+                       frozen=frozen)
 
 
 @register_method("unstructured", UnstructuredConfig,
@@ -133,7 +165,8 @@ def _unstructured(state: ModelState, cfg: UnstructuredConfig, ctx: CompressConte
         apply_masks_(dict(model.named_modules()), keep_zero)
 
     update(0.0)
-    r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
+    r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre,
+              _recovery_config(cfg.recovery, ctx, _fixed_weights(state)),
               teacher=ctx.teacher, after_step=lambda m, p: update(p), progress=ctx.progress,
               desc="sparse transfer" if before else "unstructured")
     update(1.0)
@@ -160,7 +193,8 @@ def _sensitivity_allocation(model, layers, cfg: UnstructuredConfig, ctx: Compres
     return alloc, {"sensitivity": {"val_subset_accuracy": base, "drop": table}, "allocation": alloc}
 
 
-def _recover_keeping_zeros(model, keep_zero: dict, handled, rec, ctx: CompressContext, desc: str):
+def _recover_keeping_zeros(model, keep_zero: dict, handled, rec, ctx: CompressContext, desc: str,
+                           frozen: frozenset[str] = frozenset()):
     """Distilled recovery fine-tune of a model whose layers in ``handled`` keep their own structure
     (parametrized codebooks / grids); pruned zeros of the other layers are re-applied after every step."""
     from slimship.compress.sparsity import apply_masks_
@@ -168,7 +202,7 @@ def _recover_keeping_zeros(model, keep_zero: dict, handled, rec, ctx: CompressCo
 
     mods = dict(model.named_modules())
     rest = {n: m for n, m in keep_zero.items() if n not in handled}  # pruned, but left alone by this method
-    return train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(rec, ctx),
+    return train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(rec, ctx, frozen),
                  teacher=ctx.teacher, after_step=lambda m, p: apply_masks_(mods, rest), progress=ctx.progress,
                  desc=desc)
 
@@ -181,12 +215,22 @@ def _kmeans(state: ModelState, cfg: KMeansShareConfig, ctx: CompressContext) -> 
 
     model = copy.deepcopy(state.model)
     keep_zero = weight_masks(model)
+    normalized = []
+    if cfg.normalize_channels:
+        from slimship.compress.share import normalize_channels_
+        from slimship.compress.sparsity import prunable_layers
+        from slimship.data.transforms import to_model_input
+
+        fixed = set(state.notes.get("fixed_layers", []))  # never rescale weights an earlier step fixed
+        names = [n for n, m in prunable_layers(model, cfg.spare).items() if n not in fixed]
+        normalized = normalize_channels_(model, names, to_model_input(ctx.val_x[:8], ctx.pre))
     info = share_weights_(model, cfg)
-    r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "codebooks")
+    r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "codebooks", _fixed_weights(state))
     bake_(model)
-    ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits; val {r.best_val_accuracy:.4f}")
+    ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits ({len(normalized)} with channels normalized "
+            f"into their BatchNorm); val {r.best_val_accuracy:.4f}")
     return ModelState(model=model, arch_edits=state.arch_edits,
-                      notes={**state.notes, "kmeans": {"bits": cfg.bits, "layers": len(info)}})
+                      notes=_with_fixed({**state.notes, "kmeans": {"bits": cfg.bits, "layers": len(info)}}, info))
 
 
 @register_method("lowrank", LowRankConfig,
@@ -199,7 +243,8 @@ def _lowrank(state: ModelState, cfg: LowRankConfig, ctx: CompressContext) -> Mod
     model = copy.deepcopy(state.model)
     done = factor_lowrank_(model, cfg)
     if done:
-        r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre, _recovery_config(cfg.recovery, ctx),
+        r = train(model, ctx.train_x, ctx.train_y, ctx.val_x, ctx.val_y, ctx.pre,
+                  _recovery_config(cfg.recovery, ctx, _fixed_weights(state)),
                   teacher=ctx.teacher, progress=ctx.progress, desc="low-rank")
         ctx.log(f"lowrank: {len(done)} layers factored; val {r.best_val_accuracy:.4f}")
     else:
@@ -219,10 +264,11 @@ def _weight_only(state: ModelState, cfg: WeightOnlyConfig, ctx: CompressContext)
     keep_zero = weight_masks(model)
     info = quantize_weights_(model, cfg)
     if cfg.recovery is not None and info:
-        r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "weight-only")
+        r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "weight-only", _fixed_weights(state))
         ctx.log(f"weight_only recovery: val {r.best_val_accuracy:.4f}")
     bake_(model)  # plain float32 weights, exactly on the grid
     ctx.log(f"weight_only: {len(info)} layers at {cfg.bits} bits ({cfg.granularity})")
     return ModelState(model=model, arch_edits=state.arch_edits,
-                      notes={**state.notes, "weight_only": {"bits": cfg.bits, "granularity": cfg.granularity,
-                                                            "group_size": cfg.group_size, "layers": len(info)}})
+                      notes=_with_fixed({**state.notes, "weight_only": {
+                          "bits": cfg.bits, "granularity": cfg.granularity, "group_size": cfg.group_size,
+                          "layers": len(info)}}, info))

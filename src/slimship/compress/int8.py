@@ -21,6 +21,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from slimship.compress.prune_channels import Recovery
 from slimship.errors import SlimshipError
 
 
@@ -39,6 +40,9 @@ class Int8Config(BaseModel):
     per_channel: bool = True
     calibration_images: int = Field(512, ge=32)
     percentile: float = Field(99.999, gt=90, le=100)
+    # quantization-aware fine-tune of the chosen int8 graph (slimship.compress.qat); kept only if it scores
+    # better on validation
+    qat: Recovery | None = None
 
 
 @dataclass

@@ -34,7 +34,8 @@ class WeightOnlyConfig(BaseModel):
     bits: Literal[4, 8] = 8
     granularity: Literal["channel", "group"] = "channel"  # a scale per output row, or per group of inputs
     group_size: int = Field(128, description="inputs per scale with granularity group: a power of two, 16-1024")
-    layers: Literal["linear", "all"] = "linear"  # all: Conv2d too
+    # all: Conv2d too; depthwise: only depthwise convs (per-channel int8 for the kernels that k-means spares)
+    layers: Literal["linear", "all", "depthwise"] = "linear"
     spare: list[Literal["first", "last", "depthwise"]] = ["depthwise"]
     min_weights: int = Field(256, ge=0)  # smaller layers stay float (the package keeps them inside the graph)
     clip: Literal["mse", "minmax"] = "mse"  # mse: per block, the clipping range with the least squared error
@@ -53,13 +54,18 @@ def quantizable_layers(model: nn.Module, cfg: WeightOnlyConfig) -> dict[str, nn.
     """The layers ``cfg`` quantizes, by module name; ``first``/``last`` count among Linear (and Conv2d) layers."""
     from torch import nn
 
+    def depthwise(m: nn.Module) -> bool:
+        return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+
     kinds = (nn.Linear,) if cfg.layers == "linear" else (nn.Linear, nn.Conv2d)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
+    if cfg.layers == "depthwise":
+        layers = [(n, m) for n, m in layers if depthwise(m)]
     out = {}
     for i, (n, m) in enumerate(layers):
         if ("first" in cfg.spare and i == 0) or ("last" in cfg.spare and i == len(layers) - 1):
             continue
-        if "depthwise" in cfg.spare and isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+        if "depthwise" in cfg.spare and cfg.layers != "depthwise" and depthwise(m):
             continue
         if m.weight.numel() >= max(cfg.min_weights, 1):
             out[n] = m

@@ -8,6 +8,8 @@ import warnings
 import torch
 from torch import nn
 
+from slimship.models.onnx_fold import fold_pads_into_convs
+
 
 def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int = 17, fold_bn: bool = True) -> bytes:
     """Return the ONNX bytes of ``model`` in eval mode for inputs [B, channels, image_size, image_size].
@@ -17,7 +19,9 @@ def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int
     Runtime folds BN at session start anyway, so the run-time graph is the same.
 
     The TorchScript-based exporter is used: it yields a plain Conv/Clip/Gemm graph that ONNX Runtime's
-    quantizer and graph optimiser understand well, and it needs no extra dependency at run time.
+    quantizer and graph optimiser understand well, and it needs no extra dependency at run time. Constant zero
+    pads (static TF-"same" padding) are merged into their convs (onnx_fold.py): on W0 that alone made the fp32
+    graph ~1.4x faster in ONNX Runtime, so every speed-up we report is against that faster dense graph.
     """
     import onnx
 
@@ -40,4 +44,4 @@ def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int
         )
     data = buf.getvalue()
     onnx.checker.check_model(onnx.load_from_string(data))
-    return data
+    return fold_pads_into_convs(data)

@@ -9,6 +9,7 @@ A graph's float initializers are stored in the smallest exact form that fits the
   from the values alone (see :func:`_qint_fit`), so any exporter layout works, including the transposed
   weights ONNX MatMuls hold.
 * ``sparse``: many zeros but unshared values → bitmask + the nonzero float32 values.
+* ``half``: every value is exactly a float16 (the BatchNorm affines of compressed packages) → float16 bytes.
 * ``raw``: everything else, float32 as is.
 
 The container then entropy-codes the whole blob (lzma/zlib, whichever is smaller; see package-format.md).
@@ -210,6 +211,9 @@ def encode_tensor(a: np.ndarray) -> tuple[dict, list[bytes]]:
         nbits = max(1, math.ceil(math.log2(len(uniq))))
         chunks = [uniq.astype(np.float32).tobytes(), mask, _pack_bits(inv.astype(np.uint32), nbits)]
         options.append(({"enc": "shared", "k": int(len(uniq)), "nbits": nbits, "nnz": nnz}, chunks))
+    half = flat.astype(np.float16)
+    if np.array_equal(half.astype(np.float32).view(np.uint32), flat.astype(np.float32).view(np.uint32)):  # bit-exact
+        options.append(({"enc": "half"}, [half.tobytes()]))
     options.extend(_encode_qint(a))
     return min(options, key=lambda o: sum(len(c) for c in o[1]))  # the smallest exact form
 
@@ -245,6 +249,10 @@ def _decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
         if len(chunks) != 1 or len(chunks[0]) != 4 * n:
             raise PackageError("weights blob is corrupted: raw tensor of the wrong length")
         return np.frombuffer(chunks[0], np.float32).reshape(shape).copy()
+    if enc == "half":
+        if len(chunks) != 1 or len(chunks[0]) != 2 * n:
+            raise PackageError("weights blob is corrupted: float16 tensor of the wrong length")
+        return np.frombuffer(chunks[0], np.float16).astype(np.float32).reshape(shape)
     nnz = int(e["nnz"])
     if not 0 <= nnz <= n:
         raise PackageError("weights blob is corrupted: impossible nonzero count")
@@ -280,7 +288,7 @@ def encode_graph(onnx_bytes: bytes) -> tuple[bytes, bytes, dict]:
     from onnx import numpy_helper
 
     model = onnx.load_from_string(onnx_bytes)
-    entries, chunks, info = [], [], {"shared": 0, "sparse": 0, "qint": 0, "raw": 0, "bytes": {}}
+    entries, chunks, info = [], [], {"shared": 0, "sparse": 0, "qint": 0, "half": 0, "raw": 0, "bytes": {}}
     for init in model.graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < MIN_ENCODE:
             continue

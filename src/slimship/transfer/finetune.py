@@ -42,6 +42,7 @@ class TrainConfig:
     kd_alpha: float = 0.0  # weight of the distillation loss (needs a teacher)
     kd_temperature: float = 2.0
     seed: int = 0
+    frozen: frozenset[str] = frozenset()  # parameter names never trained (weights an earlier step fixed)
 
 
 @dataclass
@@ -118,7 +119,14 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     groups = parameter_groups(model)
-    set_trainable_(model, groups, cfg.freeze_stages)
+
+    def set_trainable(first: int) -> None:
+        set_trainable_(model, groups, first)
+        for name, p in model.named_parameters():
+            if name in cfg.frozen:
+                p.requires_grad_(False)
+
+    set_trainable(cfg.freeze_stages)
     opt = torch.optim.AdamW(_param_groups(model, cfg, groups), lr=cfg.lr)
     n = len(train_x)
     bs = min(cfg.batch_size, n)
@@ -151,7 +159,7 @@ def train(
         if cfg.gradual_unfreeze:
             # top group first; one more group every (0.5 / groups) of the budget
             k = len(groups) - 1 - int(prog / 0.5 * (len(groups) - 1))
-            set_trainable_(model, groups, max(cfg.freeze_stages, k))
+            set_trainable(max(cfg.freeze_stages, k))
         model.train()
         if cfg.bn == "frozen":
             bn_eval_(model)
