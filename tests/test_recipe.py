@@ -56,6 +56,11 @@ def test_init_template_round_trips_and_lists_every_method():
     assert {"int8", "prune_channels", "kmeans"} <= used
     assert all(f"method: {name}" in text for name in METHODS.names())  # every method shown, some commented
     assert text.count("#") > 20  # commented
+    # the commented example candidates are valid too, once uncommented
+    lines = [ln.replace("    # ", "    ", 1) if ln.startswith(("    # - name:", "    #   ")) else ln
+             for ln in text.splitlines()]
+    more = parse_recipe(yaml.safe_load("\n".join(lines)))
+    assert {"int8-qat", "lowrank", "int4-linear"} <= {c.name for c in more.compress.candidates}
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml"))

@@ -71,16 +71,15 @@ compress:
           calibration: [minmax, percentile]
           keep_fp32: [none]
           reduce_range: [true]
-    - name: kmeans4
+    - name: sparse50-kmeans4     # Deep Compression: prune, share weights, int8 depthwise; the smallest package
       steps:
-        - method: kmeans         # 4-bit per-layer weight sharing, codebooks fine-tuned; exact compact encoding
-          bits: 4
-          recovery: {{seconds: {recovery}, lr: 0.0001, kd_alpha: 0.7}}
-    # More methods (`slimship list`): unstructured pruning before sharing, e.g.
-    # - name: sparse50-kmeans4
+        - {{method: unstructured, sparsity: 0.5, recovery: {{seconds: {recovery}, lr: 0.0005, kd_alpha: 0.7}}}}
+        - {{method: kmeans, bits: 4, recovery: {{seconds: {recovery}, lr: 0.0001, kd_alpha: 0.7}}}}
+        - {{method: weight_only, bits: 8, layers: depthwise}}
+    # More methods (`slimship list`), e.g.
+    # - name: int8-qat             # int8, then quantization-aware fine-tuning of the int8 graph's own weights
     #   steps:
-    #     - {{method: unstructured, sparsity: 0.5, schedule: gradual, recovery: {{seconds: 90}}}}
-    #     - {{method: kmeans, bits: 4, recovery: {{seconds: 90, lr: 0.0001}}}}
+    #     - {{method: int8, qat: {{seconds: {recovery}, lr: 0.00005, kd_alpha: 0.7}}}}
     # - name: lowrank
     #   steps:
     #     - {{method: lowrank, energy: 0.95, min_saving: 0.25, recovery: {{seconds: 60}}}}

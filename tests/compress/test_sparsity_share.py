@@ -101,35 +101,26 @@ def test_later_recoveries_leave_shared_and_quantized_weights_alone():
     assert moved  # ...while the rest of the model did train
 
 
-def test_channel_normalization_moves_scales_into_batchnorm_exactly():
-    from slimship.compress.share import conv_bn_pairs, normalize_channels_
+def test_kmeans_reassign_moves_a_weight_to_its_nearest_centroid():
+    from torch.nn.utils import parametrize
 
-    ctx, m = _ctx_and_model()
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    m.eval()
-    with torch.no_grad():
-        for bn in (mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)):  # non-trivial BN stats
-            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
-        ref = m(x)
-    pairs = conv_bn_pairs(m)
-    assert "conv_stem" in pairs and len(pairs) >= 5
-    done = normalize_channels_(m, list(pairs), x)
-    assert done == sorted(pairs)
-    with torch.no_grad():
-        torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
-    for n in done:
-        w = dict(m.named_modules())[n].weight
-        amax = w.abs().amax(dim=(1, 2, 3))
-        assert torch.allclose(amax[amax > 0], torch.ones(()), atol=1e-6), n
-    # a non-linear op between conv and BatchNorm (registration order says "pair", the data flow does not):
-    # the check on real inputs refuses the rewrite and leaves the model as it was
-    bad = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Sigmoid(), torch.nn.BatchNorm2d(4)).eval()
-    with torch.no_grad():
-        bad[0].weight.mul_(3)
-    before = {k: v.clone() for k, v in bad.state_dict().items()}
-    assert list(conv_bn_pairs(bad)) == ["0"]
-    assert normalize_channels_(bad, ["0"], torch.randn(2, 3, 4, 4)) == []
-    assert all(torch.equal(before[k], v) for k, v in bad.state_dict().items())
+    from slimship.compress.share import SharedWeight
+
+    for reassign in (False, True):
+        lin = torch.nn.Linear(4, 1, bias=False)
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor([[0.0, 0.1, 0.9, 1.1]]))
+        codebook = torch.tensor([0.1, 1.0])
+        index = torch.tensor([[0, 0, 1, 1]])
+        parametrize.register_parametrization(lin, "weight", SharedWeight(index, lin.weight != 0, codebook, reassign))
+        assert torch.equal(lin.weight, torch.tensor([[0.0, 0.1, 1.0, 1.0]]))
+        with torch.no_grad():
+            lin.parametrizations.weight.original.copy_(torch.tensor([[0.0, 0.8, 0.2, 1.1]]))  # two weights moved
+        expected = [[0.0, 1.0, 0.1, 1.0]] if reassign else [[0.0, 0.1, 1.0, 1.0]]
+        assert torch.equal(lin.weight, torch.tensor(expected)), reassign  # zero stays zero either way
+        lin.weight.sum().backward()
+        assert lin.parametrizations.weight[0].codebook.grad is not None
+        assert (lin.parametrizations.weight.original.grad is not None) == reassign
 
 
 def test_kmeans_codebook_is_trainable_and_bakes():

@@ -215,20 +215,10 @@ def _kmeans(state: ModelState, cfg: KMeansShareConfig, ctx: CompressContext) -> 
 
     model = copy.deepcopy(state.model)
     keep_zero = weight_masks(model)
-    normalized = []
-    if cfg.normalize_channels:
-        from slimship.compress.share import normalize_channels_
-        from slimship.compress.sparsity import prunable_layers
-        from slimship.data.transforms import to_model_input
-
-        fixed = set(state.notes.get("fixed_layers", []))  # never rescale weights an earlier step fixed
-        names = [n for n, m in prunable_layers(model, cfg.spare).items() if n not in fixed]
-        normalized = normalize_channels_(model, names, to_model_input(ctx.val_x[:8], ctx.pre))
     info = share_weights_(model, cfg)
     r = _recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "codebooks", _fixed_weights(state))
     bake_(model)
-    ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits ({len(normalized)} with channels normalized "
-            f"into their BatchNorm); val {r.best_val_accuracy:.4f}")
+    ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits; val {r.best_val_accuracy:.4f}")
     return ModelState(model=model, arch_edits=state.arch_edits,
                       notes=_with_fixed({**state.notes, "kmeans": {"bits": cfg.bits, "layers": len(info)}}, info))
 

@@ -4,7 +4,10 @@ Each shared layer's weight becomes ``codebook[index]`` where nonzero and exactly
 pruning survive and the package stores only a bitmask, ``bits``-bit indices and a tiny codebook. Without
 fine-tuning the codebooks, 4-bit sharing cost the careful peer 10 points (REFERENCE.md); here the centroids
 are trained (gradients of all weights in a cluster flow into its centroid) with the rest of the model,
-distilled from the dense model, while indices and zeros stay fixed.
+distilled from the dense model, while zeros stay fixed. By default (``reassign``) the float weights train too,
+behind the codebook, and each forward maps every weight to its nearest centroid, so a weight whose first
+cluster was a poor fit can move to another one; with ``reassign: false`` the indices stay where the first
+k-means put them (Deep Compression's original scheme).
 """
 
 from __future__ import annotations
@@ -32,9 +35,6 @@ class KMeansShareConfig(BaseModel):
     spare: list[Literal["first", "last", "depthwise"]] = ["depthwise"]
     min_weights: int = Field(256, ge=0)  # smaller layers stay as they are (their codebook would cost more)
     iterations: int = Field(20, ge=1)
-    # Scale each output channel of a conv that feeds a BatchNorm to a largest magnitude of 1 and move the scale
-    # into the BatchNorm (exact), so one codebook fits every channel instead of mostly the largest ones.
-    normalize_channels: bool = False
     # let weights change cluster during the fine-tune (see SharedWeight); False: Deep Compression's fixed indices
     reassign: bool = True
     recovery: Recovery = Recovery(seconds=60, lr=1e-4, kd_alpha=0.7)
@@ -96,55 +96,6 @@ class SharedWeight:
                 return torch.where(self.mask, self.codebook[self.index] + (w - w.detach()), zero)
 
         return _Shared(*args, **kwargs)
-
-
-def conv_bn_pairs(model: nn.Module) -> dict[str, tuple[nn.Module, nn.Module]]:
-    """Convs whose output goes straight into a BatchNorm of the same width, found by registration order (the
-    next Conv/Linear/BatchNorm module after the conv); callers check the rewrite on real inputs."""
-    from torch import nn
-
-    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm))]
-    out = {}
-    for (n, m), (_, nxt) in zip(mods, mods[1:]):
-        if (isinstance(m, nn.Conv2d) and isinstance(nxt, nn.modules.batchnorm._BatchNorm)
-                and nxt.num_features == m.out_channels and nxt.affine and nxt.track_running_stats):
-            out[n] = (m, nxt)
-    return out
-
-
-def normalize_channels_(model: nn.Module, names, example: torch.Tensor) -> list[str]:
-    """Scale every output channel of the named convs (those feeding a BatchNorm) to a largest |weight| of 1 and
-    fold the scale into the BatchNorm: ``gamma *= s``, ``running_mean /= s``, an exact rewrite of the function.
-
-    The rewrite is checked on ``example`` and undone if the outputs differ; returns the layers rewritten.
-    """
-    import copy
-
-    import torch
-
-    pairs = {n: p for n, p in conv_bn_pairs(model).items() if n in set(names)}
-    if not pairs:
-        return []
-    backup = copy.deepcopy(model.state_dict())
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        ref = model(example)
-        for conv, bn in pairs.values():
-            s = conv.weight.abs().amax(dim=tuple(range(1, conv.weight.ndim)))
-            s = torch.where(s > 0, s, torch.ones_like(s))
-            conv.weight.div_(s.view(-1, *[1] * (conv.weight.ndim - 1)))
-            if conv.bias is not None:
-                conv.bias.div_(s)
-            bn.weight.mul_(s)
-            bn.running_mean.div_(s)
-        got = model(example)
-        ok = torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max().clamp_min(1.0)))
-    model.train(was)
-    if not ok:  # the registration order did not match the data flow: leave the model as it was
-        model.load_state_dict(backup)
-        return []
-    return sorted(pairs)
 
 
 def share_weights_(model: nn.Module, cfg: KMeansShareConfig) -> dict[str, dict]:
