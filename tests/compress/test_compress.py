@@ -70,3 +70,18 @@ def test_prune_to_a_macs_target():
     info = prune_channels_(model, PruneChannelsConfig(ratio=None, macs_reduction=2.0, steps=1, round_to=None),
                            to_model_input(X[:1], pre), calib, lambda m, r: None, log=lambda s: None)
     assert info["macs_after"] <= info["macs_before"] / 2.0 * 1.05
+
+
+def test_a_macs_target_is_spread_over_the_rounds():
+    """Each recovery round follows an equal (geometric) share of the reduction, not all of it in round one."""
+    model, pre, X, *_ = _trained()
+    calib = [to_model_input(X[:16], pre)]
+    example = to_model_input(X[:1], pre)
+    seen = []
+    info = prune_channels_(model, PruneChannelsConfig(ratio=None, macs_reduction=2.0, steps=3, round_to=None),
+                           example, calib, lambda m, r: seen.append(count_macs(m, tuple(example.shape[1:]))),
+                           log=lambda s: None)
+    m0 = info["macs_before"]
+    assert len(seen) == 3 and seen[0] > seen[1] > seen[2]
+    assert seen[0] >= m0 / 2 ** (1 / 3) * 0.85  # round one did not take the whole reduction
+    assert info["macs_after"] <= m0 / 2.0

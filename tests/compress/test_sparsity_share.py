@@ -247,6 +247,9 @@ def test_unstructured_with_sensitivity_allocation_runs():
     notes = s.notes["unstructured"]
     assert set(notes["allocation"]) == set(notes["sensitivity"]["drop"])
     assert notes["layer_sparsity"] == pytest.approx(0.5, abs=0.1)
+    import json
+
+    assert json.loads(json.dumps(s.notes)) == s.notes  # what a package manifest can hold (string keys)
 
 
 def test_sparse_transfer_prunes_the_source_and_keeps_its_masks_through_the_transfer():

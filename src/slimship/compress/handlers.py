@@ -190,7 +190,8 @@ def _sensitivity_allocation(model, layers, cfg: UnstructuredConfig, ctx: Compres
     sizes = {n: m.weight.numel() for n, m in layers.items()}
     alloc = allocate_sparsity(table, sizes, cfg.sparsity)
     ctx.log("sensitivity allocation: " + ", ".join(f"{n}={s:.2f}" for n, s in alloc.items()))
-    return alloc, {"sensitivity": {"val_subset_accuracy": base, "drop": table}, "allocation": alloc}
+    drop = {n: {f"{lvl:g}": d for lvl, d in row.items()} for n, row in table.items()}  # JSON keys are strings
+    return alloc, {"sensitivity": {"val_subset_accuracy": base, "drop": drop}, "allocation": alloc}
 
 
 def _recover_keeping_zeros(model, keep_zero: dict, handled, rec, ctx: CompressContext, desc: str,

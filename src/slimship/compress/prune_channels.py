@@ -105,8 +105,8 @@ def prune_channels_(
     ignored = [head] if isinstance(head, nn.Module) else []
     model.eval()
     macs0, params0 = tp.utils.count_ops_and_params(model, example_input)
-    # For a MACs target we prune in many small increments and stop once it is met; the increments are grouped
-    # into cfg.steps recovery rounds.
+    # For a MACs target we prune in many small increments; round r stops once MACs reach
+    # macs0 / reduction^(r / steps), so every recovery round follows an equal share of the reduction.
     fine = 1 if cfg.ratio is not None else 12
     total_steps = cfg.steps * fine
     pruner = tp.pruner.MetaPruner(
@@ -121,8 +121,10 @@ def prune_channels_(
     target = macs0 / cfg.macs_reduction if cfg.macs_reduction else None
     done = 0
     for rnd in range(cfg.steps):
-        for _ in range(fine):
-            if target is not None and tp.utils.count_ops_and_params(model, example_input)[0] <= target:
+        # a MACs target is approached geometrically: each round removes the same factor, then recovers
+        goal = macs0 / cfg.macs_reduction ** ((rnd + 1) / cfg.steps) if target is not None else None
+        for _ in range(fine if goal is None else total_steps - done):
+            if goal is not None and tp.utils.count_ops_and_params(model, example_input)[0] <= goal:
                 break
             if cfg.importance == "taylor":
                 model.zero_grad()
