@@ -1,6 +1,6 @@
 """slimship demo: the built-in real-data run on the CPU (EfficientNet-Lite0 ImageNet → Fashion-MNIST)."""
 
-HELP = "run the built-in demo: EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST on the CPU (~10 min on 2 cores)"
+HELP = "run the built-in demo: EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST on the CPU (~12 min on 2 cores)"
 
 
 def add_arguments(p) -> None:
@@ -21,7 +21,7 @@ def run(args) -> int:
     recipe = parse_recipe(yaml.safe_load(text), "built-in demo recipe")
     d = recipe.data
     print(f"slimship demo: {recipe.model.architecture} ({recipe.model.weights}) -> {d.source}, on the CPU.\n"
-          f"To fit ~10 minutes on 2 cores it trains on a stratified {d.train_limit}-image subset of the 60k training "
+          f"To fit ~12 minutes on 2 cores it trains on a stratified {d.train_limit}-image subset of the 60k training "
           f"images at {recipe.model.image_size}x{recipe.model.image_size} px, validates on {d.val_limit}, and tests on "
           f"the full 10k test set. Output: {args.out}", flush=True)
     metrics = run_recipe(recipe, args.out, fresh=args.fresh)
