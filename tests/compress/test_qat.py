@@ -61,6 +61,10 @@ def test_int8_qat_changes_only_weight_codes_and_biases():
     after = _inits(module.to_onnx())
     changed = {k for k in before if not np.array_equal(before[k], after[k])}
     assert changed and all(before[k].dtype in (np.int8, np.int32) for k in changed)  # scales/zero points untouched
+    zeros = 0
     for k in changed:
         if before[k].dtype == np.int8:
             assert np.abs(after[k].astype(int)).max() <= max(64, np.abs(before[k].astype(int)).max())  # code range kept
+            assert not after[k][before[k] == 0].any()  # zero codes (pruned weights) stay zero
+            zeros += int((before[k] == 0).sum())
+    assert zeros > 0

@@ -10,7 +10,8 @@ calibrated range gets no gradient), and the new integer codes and biases are wri
 
 So nothing is re-calibrated and no other graph is exported: the deploy artifact keeps its structure, scales
 and zero points, only its int8 weight codes and int32 biases change. Weight codes stay inside the range the
-quantizer gave them (7 bits with ``reduce_range``), so kernels that saturate on 8-bit codes stay safe.
+quantizer gave them (7 bits with ``reduce_range``), so kernels that saturate on 8-bit codes stay safe, and a
+zero code (a pruned weight) stays zero.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class QDQGraphModule(nn.Module):
                 else:
                     lo, hi, kind = -(2**31), 2**31 - 1, "int32"
                 self.register_buffer(f"s_{pname}", s)
+                # a zero code stays zero (pruned weights survive QAT: sparsity is never undone)
+                self.register_buffer(f"nz_{pname}", torch.from_numpy(q != 0) if kind == "int8" else None)
                 self._wq[node.output[0]] = (pname, s, lo, hi, kind)
         for name, v in self.inits.items():
             if v.dtype.kind == "f":
@@ -96,7 +99,7 @@ class QDQGraphModule(nn.Module):
         s = getattr(self, f"s_{pname}")
         if kind == "int32":
             return w  # bias codes are rounded on write-back only (their steps are far below the weights')
-        return torch.clamp(_ste_round(w / s), lo, hi) * s
+        return torch.clamp(_ste_round(w / s), lo, hi) * s * getattr(self, f"nz_{pname}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {self.input_name: x}
@@ -207,6 +210,8 @@ class QDQGraphModule(nn.Module):
             w = self.weights[pname].detach()
             s = getattr(self, f"s_{pname}")
             codes = torch.clamp(torch.round(w / s), lo, hi)
+            if kind == "int8":
+                codes = codes * getattr(self, f"nz_{pname}")
             new[pname] = codes.numpy().astype(np.int8 if kind == "int8" else np.int32)
         by_init = {}
         for i, node in enumerate(self.nodes):
