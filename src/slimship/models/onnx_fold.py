@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _constant_value(name: str, producers: dict, inits: dict) -> np.ndarray | None:
+def _constant_value(name: str, producers: dict, inits: dict, opsets=()) -> np.ndarray | None:
     """The value of tensor ``name`` if it is computed from constants only, else None."""
     from onnx import helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
@@ -32,11 +32,11 @@ def _constant_value(name: str, producers: dict, inits: dict) -> np.ndarray | Non
             return None
         nodes.append(n)
         todo.extend(n.input)
-    order = [n for n in producers.values() if n in nodes]  # keep graph (topological) order, once each
-    uniq = list({id(n): n for n in order}.values())
+    ids = {id(n) for n in nodes}
+    order = list({id(n): n for n in producers.values() if id(n) in ids}.values())  # graph order, once each
     used_inits = [inits[t] for t in seen if t in inits]
-    g = helper.make_graph(uniq, "c", [], [helper.make_tensor_value_info(name, 0, None)], initializer=used_inits)
-    return np.asarray(ReferenceEvaluator(helper.make_model(g)).run(None, {})[0])
+    g = helper.make_graph(order, "c", [], [helper.make_tensor_value_info(name, 0, None)], initializer=used_inits)
+    return np.asarray(ReferenceEvaluator(helper.make_model(g, opset_imports=list(opsets))).run(None, {})[0])
 
 
 def fold_pads_into_convs(data: bytes) -> bytes:
@@ -61,8 +61,10 @@ def fold_pads_into_convs(data: bytes) -> bytes:
             continue
         if len(pad.input) > 3 and pad.input[3]:  # explicit axes: not what the exporter writes; leave it
             continue
-        pads = _constant_value(pad.input[1], producers, inits) if len(pad.input) > 1 else None
-        value = _constant_value(pad.input[2], producers, inits) if len(pad.input) > 2 and pad.input[2] else np.zeros(1)
+        opsets = model.opset_import
+        pads = _constant_value(pad.input[1], producers, inits, opsets) if len(pad.input) > 1 else None
+        value = (_constant_value(pad.input[2], producers, inits, opsets) if len(pad.input) > 2 and pad.input[2]
+                 else np.zeros(1))
         if pads is None or value is None or np.any(value != 0) or pads.size != 8:
             continue
         pads = [int(p) for p in pads.reshape(-1)]
