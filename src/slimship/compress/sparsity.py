@@ -47,6 +47,13 @@ class UnstructuredConfig(BaseModel):
         return self
 
 
+def is_depthwise(m: nn.Module) -> bool:
+    """A depthwise conv: one group per input channel (a few kh·kw weights per channel)."""
+    from torch import nn
+
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+
+
 def prunable_layers(model: nn.Module, spare: list[str]) -> dict[str, nn.Module]:
     """Conv/Linear layers whose weights may be pruned, by module name (order of the model)."""
     from torch import nn
@@ -58,7 +65,7 @@ def prunable_layers(model: nn.Module, spare: list[str]) -> dict[str, nn.Module]:
             continue
         if "last" in spare and i == len(layers) - 1:
             continue
-        if "depthwise" in spare and isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+        if "depthwise" in spare and is_depthwise(m):
             continue
         out[n] = m
     return out

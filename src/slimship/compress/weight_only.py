@@ -54,8 +54,7 @@ def quantizable_layers(model: nn.Module, cfg: WeightOnlyConfig) -> dict[str, nn.
     """The layers ``cfg`` quantizes, by module name; ``first``/``last`` count among Linear (and Conv2d) layers."""
     from torch import nn
 
-    def depthwise(m: nn.Module) -> bool:
-        return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+    from slimship.compress.sparsity import is_depthwise as depthwise
 
     kinds = (nn.Linear,) if cfg.layers == "linear" else (nn.Linear, nn.Conv2d)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
