@@ -85,3 +85,21 @@ def test_a_macs_target_is_spread_over_the_rounds():
     assert len(seen) == 3 and seen[0] > seen[1] > seen[2]
     assert seen[0] >= m0 / 2 ** (1 / 3) * 0.85  # round one did not take the whole reduction
     assert info["macs_after"] <= m0 / 2.0
+
+
+def test_global_scope_prunes_layers_unevenly_within_the_cap():
+    """scope=global: channels compete across layers (Taylor importance), no layer loses more than the cap."""
+    model, pre, X, Y, *_ = _trained()
+    convs = lambda m: {n: c.out_channels for n, c in m.named_modules()  # noqa: E731
+                       if isinstance(c, torch.nn.Conv2d) and c.groups == 1}
+    before = convs(model)
+    cfg = PruneChannelsConfig(ratio=None, macs_reduction=1.6, steps=1, round_to=None, importance="taylor",
+                              scope="global", max_layer_ratio=0.6)
+    info = prune_channels_(model, cfg, to_model_input(X[:1], pre), [to_model_input(X[:16], pre)],
+                           lambda m, r: None, loss_batches=lambda: [(to_model_input(X[:16], pre), Y[:16])],
+                           log=lambda s: None)
+    assert info["macs_after"] <= info["macs_before"] / 1.6
+    after = convs(model)
+    assert all(after[n] >= int(0.4 * before[n]) for n in before), (before, after)  # the cap: ≤ 60 % removed
+    kept = {n: after[n] / before[n] for n in before}
+    assert max(kept.values()) - min(kept.values()) > 0.2, kept  # not one uniform ratio

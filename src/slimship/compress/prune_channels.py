@@ -40,6 +40,10 @@ class PruneChannelsConfig(BaseModel):
     ratio: float | None = Field(0.3, gt=0, lt=1)  # fraction of channels removed per prunable layer
     macs_reduction: float | None = Field(None, gt=1)  # or: prune until MACs are this many times fewer
     importance: Literal["magnitude", "bn_scale", "taylor"] = "magnitude"
+    # "layer": every prunable layer loses the same fraction; "global": channels compete across layers on their
+    # importance, so the layers that matter least lose most (capped by max_layer_ratio)
+    scope: Literal["layer", "global"] = "layer"
+    max_layer_ratio: float = Field(0.8, gt=0, lt=1)
     steps: int = Field(3, ge=1, le=20)  # prune-recalibrate-recover rounds
     round_to: int | None = Field(8, ge=1)  # channel counts stay multiples of this (fast kernels)
     recovery: Recovery = Recovery()
@@ -113,6 +117,8 @@ def prune_channels_(
         model,
         example_input,
         importance=_importance(cfg.importance),
+        global_pruning=cfg.scope == "global",
+        max_pruning_ratio=cfg.max_layer_ratio if cfg.scope == "global" else 1.0,
         pruning_ratio=cfg.ratio if cfg.ratio is not None else 0.9,
         iterative_steps=total_steps,
         ignored_layers=ignored,
