@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--recipe", default=str(Path(__file__).parents[1] / "recipes" / "deep-compression-w0.yaml"))
     ap.add_argument("--out", default="runs/compression-w0")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--retime", type=int, default=3, help="extra interleaved timings of dense vs the fastest")
     args = ap.parse_args()
 
     from slimship.api import run
@@ -52,22 +53,42 @@ def main() -> int:
     print("\npeers (quoted from REFERENCE.md, not re-measured):")
     for name, drop, smaller, note in PEERS:
         print(f"  {name:66s} drop {drop:+6.2f}  {smaller:5.2f}x smaller  ({note})")
-    ok = [e for e in m["models"] if e["compressed"] and e["accuracy"] >= ref["accuracy"] - budget]
+    # within budget on both held-out splits: validation (what the run decides on) and test
+    ok = [e for e in m["models"] if e["compressed"] and e["accuracy"] >= ref["accuracy"] - budget
+          and e["val_accuracy"] >= ref["val_accuracy"] - budget]
     smallest = min(ok, key=lambda e: e["size_bytes"], default=None)
-    fastest = min(ok, key=lambda e: e["latency_ms"]["batch1"] + e["latency_ms"]["batch64"] / 64, default=None)
-    print(f"\nwithin {100 * budget:.1f} point(s) on test:")
+
+    def speedups(e, lat=None):
+        lat = lat or {n: x["latency_ms"] for n, x in by.items()}
+        return tuple(lat[ref["name"]][f"batch{b}"] / lat[e["name"]][f"batch{b}"] for b in (1, 64))
+
+    fastest = max(ok, key=lambda e: min(speedups(e)), default=None)  # the target holds at both batch sizes
+    print(f"\nwithin {100 * budget:.1f} point(s) on validation and on test:")
     if smallest:
         print(f"  smallest: {smallest['name']}: {ref['size_bytes'] / smallest['size_bytes']:.2f}x smaller "
               f"({smallest['size_bytes']:,} bytes, {100 * (smallest['accuracy'] - ref['accuracy']):+.2f})")
     if fastest:
-        print(f"  fastest:  {fastest['name']}: {ref['latency_ms']['batch1'] / fastest['latency_ms']['batch1']:.2f}x (b1), "
-              f"{ref['latency_ms']['batch64'] / fastest['latency_ms']['batch64']:.2f}x (b64) vs dense ONNX Runtime fp32")
+        s1, s64 = speedups(fastest)
+        print(f"  fastest:  {fastest['name']}: {s1:.2f}x (b1), {s64:.2f}x (b64) vs dense ONNX Runtime fp32")
+        print("  re-timed, dense and fastest only (interleaved, 10 rounds each):")
+        for i in range(args.retime):
+            s1, s64 = speedups(fastest, _retime([ref, fastest], m["dataset"]["image_size"]))
+            print(f"    repeat {i + 1}: {s1:.2f}x (b1), {s64:.2f}x (b64)")
     print(f"  selected by validation (what slimship ships): {m['selected']}")
     sd = _state_dict_bytes(load_recipe(args.recipe), m["dataset"]["num_classes"])
     if smallest:
         print(f"  the dense model as a state_dict file (safetensors, the issue's reference): {sd:,} bytes; "
               f"smallest within budget: {sd / smallest['size_bytes']:.2f}x smaller than that")
     return 0
+
+
+def _retime(entries: list[dict], size: int) -> dict[str, dict[str, float]]:
+    """Latency medians of the packages' deploy graphs, timed again interleaved (batch-1 figures vary by run)."""
+    from slimship.evaluate.latency import interleaved_ort_latency
+    from slimship.package.pack import load_package
+
+    graphs = {e["name"]: load_package(e["package"]).onnx for e in entries}
+    return interleaved_ort_latency(graphs, (3, size, size), rounds=10)
 
 
 def _state_dict_bytes(recipe, num_classes: int) -> int:
