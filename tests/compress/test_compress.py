@@ -90,8 +90,10 @@ def test_a_macs_target_is_spread_over_the_rounds():
 def test_global_scope_prunes_layers_unevenly_within_the_cap():
     """scope=global: channels compete across layers (Taylor importance), no layer loses more than the cap."""
     model, pre, X, Y, *_ = _trained()
-    convs = lambda m: {n: c.out_channels for n, c in m.named_modules()  # noqa: E731
-                       if isinstance(c, torch.nn.Conv2d) and c.groups == 1}
+
+    def convs(m):
+        return {n: c.out_channels for n, c in m.named_modules() if isinstance(c, torch.nn.Conv2d) and c.groups == 1}
+
     before = convs(model)
     cfg = PruneChannelsConfig(ratio=None, macs_reduction=1.6, steps=1, round_to=None, importance="taylor",
                               scope="global", max_layer_ratio=0.6)
