@@ -54,17 +54,17 @@ def quantizable_layers(model: nn.Module, cfg: WeightOnlyConfig) -> dict[str, nn.
     """The layers ``cfg`` quantizes, by module name; ``first``/``last`` count among Linear (and Conv2d) layers."""
     from torch import nn
 
-    from slimship.compress.sparsity import is_depthwise as depthwise
+    from slimship.compress.sparsity import is_depthwise
 
     kinds = (nn.Linear,) if cfg.layers == "linear" else (nn.Linear, nn.Conv2d)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, kinds)]
     if cfg.layers == "depthwise":
-        layers = [(n, m) for n, m in layers if depthwise(m)]
+        layers = [(n, m) for n, m in layers if is_depthwise(m)]
     out = {}
     for i, (n, m) in enumerate(layers):
         if ("first" in cfg.spare and i == 0) or ("last" in cfg.spare and i == len(layers) - 1):
             continue
-        if "depthwise" in cfg.spare and cfg.layers != "depthwise" and depthwise(m):
+        if "depthwise" in cfg.spare and cfg.layers != "depthwise" and is_depthwise(m):
             continue
         if m.weight.numel() >= max(cfg.min_weights, 1):
             out[n] = m

@@ -54,6 +54,7 @@ def fold_pads_into_convs(data: bytes) -> bytes:
             consumers.setdefault(i, []).append(n)
     graph_outputs = {o.name for o in g.output}
     dropped = set()
+    opsets = model.opset_import  # constants are evaluated at the graph's own opset
     for pad in [n for n in g.node if n.op_type == "Pad"]:
         mode = next((a.s.decode() for a in pad.attribute if a.name == "mode"), "constant")
         users = consumers.get(pad.output[0], [])
@@ -61,7 +62,6 @@ def fold_pads_into_convs(data: bytes) -> bytes:
             continue
         if len(pad.input) > 3 and pad.input[3]:  # explicit axes: not what the exporter writes; leave it
             continue
-        opsets = model.opset_import
         pads = _constant_value(pad.input[1], producers, inits, opsets) if len(pad.input) > 1 else None
         value = (_constant_value(pad.input[2], producers, inits, opsets) if len(pad.input) > 2 and pad.input[2]
                  else np.zeros(1))
