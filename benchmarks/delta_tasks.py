@@ -101,7 +101,7 @@ def make_base(path: Path) -> Path:
     which does not matter: every delta stores its own head whole)."""
     if path.exists():
         return path
-    from slimship.data.transforms import Preprocessing
+    from slimship.data.transforms import ImagePreprocessing
     from slimship.models import create_model
     from slimship.models.export import export_onnx
     from slimship.package.pack import pack
@@ -109,7 +109,7 @@ def make_base(path: Path) -> Path:
     built = create_model(ARCH, 1000, weights=WEIGHTS, image_size=SIZE)
     onnx = export_onnx(built.model, SIZE)
     pack(path, onnx=onnx, architecture=ARCH, class_names=[f"imagenet-{i}" for i in range(1000)],
-         preprocessing=Preprocessing(SIZE, 3, built.mean, built.std),
+         preprocessing=ImagePreprocessing(SIZE, 3, built.mean, built.std),
          card="ImageNet EfficientNet-Lite0: the base that task deltas are stored against.")
     return path
 
@@ -147,7 +147,7 @@ class Scorer:
 
     def __call__(self, onnx: bytes) -> float:
         from slimship.data.transforms import to_model_input_np
-        from slimship.evaluate.runtime import ort_logits, ort_session
+        from slimship.core.runtime import ort_logits, ort_session
 
         session = ort_session(onnx)
         pred = [ort_logits(session, to_model_input_np(self.x[i : i + 500], self.pre), 250).argmax(1)

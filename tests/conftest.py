@@ -35,6 +35,26 @@ def tiny_npz(tmp_path):
     return path
 
 
+def examples(x, y, size: int = 32):
+    """Stored examples (uint8 [N,C,size,size], int64 labels) of numpy images [N,H,W,C] and labels."""
+    import torch
+
+    from slimship.data.task import Examples
+    from slimship.data.transforms import resize_uint8
+
+    return Examples(resize_uint8(x, size), torch.from_numpy(y))
+
+
+def compress_context(teacher, pre, n_train: int = 20, n_val: int = 6):
+    """A CompressContext over the tiny bar images (the test_efficientnet adapter at 32 px, 3 classes)."""
+    from slimship.compress import CompressContext
+    from slimship.models.timm_image import TimmImageAdapter
+
+    return CompressContext(TimmImageAdapter("test_efficientnet", 32), examples(*make_images(n_train, seed=0)),
+                           examples(*make_images(n_val, seed=1)), pre, teacher=teacher, num_classes=3,
+                           log=lambda s: None)
+
+
 def tiny_recipe(data: str, **over) -> dict:
     r = {
         "name": "tiny",

@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 
 from slimship.cli.main import main
-from slimship.data.transforms import Preprocessing
+from slimship.data.transforms import ImagePreprocessing
 from slimship.package.format import sha256_file
 from slimship.package.pack import load_package, pack
 
-PRE = Preprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+PRE = ImagePreprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory) -> dict[str, Path]:
     """fp32 packages "a" and "b" sharing one deploy graph, an int8 (QDQ) package "q", and "w" holding the
     fp32 graph with slimship's compressed weight encoding (graph.onnx + weights.bin)."""
-    from slimship.compress.int8 import Int8Config, quantize_int8
+    from slimship.compress.int8 import Int8Config
+    from slimship.compress.int8.quantize import quantize_int8
     from slimship.models import create_model
     from slimship.models.export import export_onnx
 

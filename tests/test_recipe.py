@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 from slimship.compress import METHODS
-from slimship.errors import RecipeError
+from slimship.core.errors import RecipeError
 from slimship.recipe import load_recipe, parse_recipe
-from slimship.recipe_template import render_recipe
+from slimship.recipe.template import render_recipe
 
 BASE = {"model": {"architecture": "test_efficientnet"}, "data": {"source": "x"}}
 

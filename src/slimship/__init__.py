@@ -5,6 +5,6 @@ Importing this package stays cheap (no torch): the public functions import their
 
 __version__ = "0.1.0"
 
-from slimship.errors import SlimshipError  # noqa: E402
+from slimship.core.errors import SlimshipError  # noqa: E402
 
 __all__ = ["SlimshipError", "__version__"]

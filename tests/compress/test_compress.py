@@ -1,26 +1,28 @@
 import onnx
 import torch
 
-from slimship.compress.int8 import Int8Config, quantize_int8
+from slimship.compress.int8 import Int8Config
+from slimship.compress.int8.quantize import quantize_int8
 from slimship.compress.prune_channels import PruneChannelsConfig, prune_channels_
-from slimship.data.transforms import Preprocessing, resize_uint8, to_model_input, to_model_input_np
+from slimship.data.transforms import ImagePreprocessing, resize_uint8, to_model_input, to_model_input_np
 from slimship.evaluate.compute import count_macs
-from slimship.evaluate.runtime import ort_logits, ort_session
+from slimship.core.runtime import ort_logits, ort_session
 from slimship.models import create_model
 from slimship.models.export import export_onnx
 from slimship.models.rebuild import apply_arch_edits_, arch_edits
-from slimship.transfer.finetune import TrainConfig, train
+from slimship.data.task import Examples
+from slimship.transfer.trainer import TrainConfig, train
 from tests.conftest import make_images
 
 
 def _trained():
     torch.manual_seed(0)
     b = create_model("test_efficientnet", 3, weights=None, image_size=32)
-    pre = Preprocessing(32, 1, b.mean, b.std)
+    pre = ImagePreprocessing(32, 1, b.mean, b.std)
     x, y = make_images(30, seed=0)
     vx, vy = make_images(10, seed=1)
     X, VX = resize_uint8(x, 32), resize_uint8(vx, 32)
-    train(b.model, X, torch.from_numpy(y), VX, torch.from_numpy(vy), pre,
+    train(b.model, Examples(X, torch.from_numpy(y)), Examples(VX, torch.from_numpy(vy)), pre,
           TrainConfig(epochs=4, lr=3e-3, batch_size=16, bn="train", evals=1))
     return b.model.eval(), pre, X, torch.from_numpy(y), VX, vy
 
@@ -48,13 +50,13 @@ def test_int8_quantizes_convolutions_and_keeps_accuracy():
 def test_prune_channels_shrinks_and_rebuilds_from_edits():
     model, pre, X, Y, VX, vy = _trained()
     shape = (3, 32, 32)
-    macs0 = count_macs(model, shape)
+    macs0 = count_macs(model, torch.zeros(1, *shape))
     rounds = []
     calib = [to_model_input(X[i : i + 16], pre) for i in range(0, 48, 16)]
     info = prune_channels_(model, PruneChannelsConfig(ratio=0.5, steps=2), to_model_input(X[:1], pre), calib,
                            lambda m, r: rounds.append(r), log=lambda s: None)
     assert rounds == [0, 1]
-    assert info["params_after"] < info["params_before"] and count_macs(model, shape) < macs0 * 0.7
+    assert info["params_after"] < info["params_before"] and count_macs(model, torch.zeros(1, *shape)) < macs0 * 0.7
     fresh = create_model("test_efficientnet", 3, weights=None, image_size=32).model
     edits = arch_edits(create_model("test_efficientnet", 3, weights=None, image_size=32).model, model)
     assert edits
@@ -79,7 +81,7 @@ def test_a_macs_target_is_spread_over_the_rounds():
     example = to_model_input(X[:1], pre)
     seen = []
     info = prune_channels_(model, PruneChannelsConfig(ratio=None, macs_reduction=2.0, steps=3, round_to=None),
-                           example, calib, lambda m, r: seen.append(count_macs(m, tuple(example.shape[1:]))),
+                           example, calib, lambda m, r: seen.append(count_macs(m, example)),
                            log=lambda s: None)
     m0 = info["macs_before"]
     assert len(seen) == 3 and seen[0] > seen[1] > seen[2]

@@ -8,9 +8,10 @@ import torch
 from onnx import numpy_helper
 
 from slimship.compress import METHODS, ModelState
-from slimship.compress.int8 import Int8Config, quantize_int8
-from slimship.compress.qat import QDQGraphModule
-from slimship.evaluate.runtime import ort_session
+from slimship.compress.int8 import Int8Config
+from slimship.compress.int8.quantize import quantize_int8
+from slimship.compress.int8.qat import QDQGraphModule
+from slimship.core.runtime import ort_session
 from slimship.models.export import export_onnx
 from tests.compress.test_sparsity_share import _ctx_and_model
 
@@ -30,7 +31,7 @@ def test_the_simulation_computes_what_onnx_runtime_computes():
     q = _int8_graph(m.eval(), x)
     module = QDQGraphModule(q)
     assert len(module.weights) > 10
-    ort = ort_session(q).run(None, {"input": x.numpy()})[0]
+    ort = ort_session(q)(x.numpy())
     with torch.no_grad():
         sim = module(x).numpy()
         fp = m(x).numpy()

@@ -5,31 +5,22 @@ import torch
 from onnx import numpy_helper
 
 from slimship.compress import METHODS, ModelState
-from slimship.compress.handlers import CompressContext
-from slimship.compress.share import KMeansShareConfig, bake_, kmeans_1d, share_weights_
-from slimship.compress.sparsity import (
-    UnstructuredConfig,
-    _layer_mask,
-    cubic_sparsity,
-    magnitude_masks,
-    prunable_layers,
-)
-from slimship.data.transforms import Preprocessing, resize_uint8
-from slimship.errors import PackageError
+from slimship.compress.kmeans import KMeansShareConfig, bake_, kmeans_1d, share_weights_
+from slimship.compress.sparsity import _layer_mask, magnitude_masks, prunable_layers
+from slimship.compress.unstructured import UnstructuredConfig, cubic_sparsity
+from slimship.data.transforms import ImagePreprocessing, resize_uint8
+from slimship.core.errors import PackageError
 from slimship.models import create_model
 from slimship.models.export import export_onnx
 from slimship.package.weights_codec import decode_graph, decode_tensor, encode_graph, encode_tensor
-from tests.conftest import make_images
+from tests.conftest import compress_context, make_images
 
 
 def _ctx_and_model():
     torch.manual_seed(0)
     b = create_model("test_efficientnet", 3, weights=None, image_size=32)
-    pre = Preprocessing(32, 1, b.mean, b.std)
-    x, y = make_images(20, seed=0)
-    vx, vy = make_images(6, seed=1)
-    ctx = CompressContext(resize_uint8(x, 32), torch.from_numpy(y), resize_uint8(vx, 32), torch.from_numpy(vy), pre,
-                          teacher=b.model.eval(), fresh_model=lambda: None, log=lambda s: None)
+    pre = ImagePreprocessing(32, 1, b.mean, b.std)
+    ctx = compress_context(b.model.eval(), pre)
     return ctx, b.model
 
 
@@ -104,7 +95,7 @@ def test_later_recoveries_leave_shared_and_quantized_weights_alone():
 def test_kmeans_reassign_moves_a_weight_to_its_nearest_centroid():
     from torch.nn.utils import parametrize
 
-    from slimship.compress.share import SharedWeight
+    from slimship.compress.kmeans import SharedWeight
 
     for reassign in (False, True):
         lin = torch.nn.Linear(4, 1, bias=False)
@@ -162,7 +153,7 @@ def test_tensor_codec_is_exact(kind):
 
 
 def test_batchnorm_affine_rewrite_keeps_the_function_and_halves_its_numbers():
-    from slimship.evaluate.runtime import ort_session
+    from slimship.core.runtime import ort_session
     from slimship.models.onnx_fold import affine_batchnorms
 
     _, m = _ctx_and_model()
@@ -171,10 +162,10 @@ def test_batchnorm_affine_rewrite_keeps_the_function_and_halves_its_numbers():
             bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
     g = export_onnx(m.eval(), 32, fold_bn=False)
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    ref = ort_session(g).run(None, {"input": x})[0]
+    ref = ort_session(g)(x)
     for half, tol in ((False, 1e-4), (True, 2e-2)):
         g2 = affine_batchnorms(g, half=half)
-        np.testing.assert_allclose(ort_session(g2).run(None, {"input": x})[0], ref, atol=tol * np.abs(ref).max())
+        np.testing.assert_allclose(ort_session(g2)(x), ref, atol=tol * np.abs(ref).max())
         model = onnx.load_from_string(g2)
         inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
@@ -189,7 +180,7 @@ def test_batchnorm_affine_rewrite_keeps_the_function_and_halves_its_numbers():
 
 
 def test_graph_codec_round_trip_and_refuses_damage():
-    from slimship.errors import PackageError
+    from slimship.core.errors import PackageError
 
     _, m = _ctx_and_model()
     onnx_bytes = export_onnx(m, 32, fold_bn=False)
@@ -272,7 +263,7 @@ def test_sparse_transfer_prunes_the_source_and_keeps_its_masks_through_the_trans
 
 
 def test_sparse_transfer_must_start_its_candidate():
-    from slimship.errors import RecipeError
+    from slimship.core.errors import RecipeError
     from slimship.recipe import parse_recipe
     from tests.conftest import tiny_recipe
 

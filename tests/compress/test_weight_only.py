@@ -15,18 +15,17 @@ from torch import nn
 
 from slimship.cli.main import main
 from slimship.compress import METHODS, ModelState
-from slimship.compress.handlers import CompressContext
-from slimship.compress.sparsity import UnstructuredConfig
+from slimship.compress.unstructured import UnstructuredConfig
 from slimship.compress.weight_only import WeightOnlyConfig, block_scales, quantizable_layers
-from slimship.data.transforms import Preprocessing, resize_uint8
-from slimship.errors import RecipeError
+from slimship.data.transforms import ImagePreprocessing, resize_uint8
+from slimship.core.errors import RecipeError
 from slimship.models.export import export_onnx
 from slimship.package.pack import load_package, pack
 from slimship.package.weights_codec import encode_tensor
 from slimship.recipe import parse_recipe
-from tests.conftest import make_images
+from tests.conftest import compress_context, make_images
 
-PRE = Preprocessing(32, 1, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+PRE = ImagePreprocessing(32, 1, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def _vit() -> nn.Module:
@@ -42,10 +41,7 @@ def _mlp() -> nn.Module:
 
 
 def _ctx(model: nn.Module) -> CompressContext:
-    x, y = make_images(20, seed=0)
-    vx, vy = make_images(6, seed=1)
-    return CompressContext(resize_uint8(x, 32), torch.from_numpy(y), resize_uint8(vx, 32), torch.from_numpy(vy), PRE,
-                           teacher=copy.deepcopy(model).eval(), fresh_model=lambda: None, log=lambda s: None)
+    return compress_context(copy.deepcopy(model).eval(), PRE)
 
 
 def _run(model: nn.Module, **cfg) -> nn.Module:

@@ -31,7 +31,7 @@ from slimship.data import (
     stratified_subsample,
 )
 from slimship.data import sources as S
-from slimship.errors import DataError, SlimshipError
+from slimship.core.errors import DataError, SlimshipError
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers

@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from slimship.errors import ModelError
+from slimship.core.errors import ModelError
 from slimship.models import create_model
 from slimship.models.rebuild import apply_arch_edits_, arch_edits
 from slimship.models.static_pad import StaticPadConv2d, freeze_same_padding_
@@ -126,7 +126,7 @@ def test_export_folds_static_pads_into_convs():
     import onnx
     import timm
 
-    from slimship.evaluate.runtime import ort_session
+    from slimship.core.runtime import ort_session
     from slimship.models.export import export_onnx
 
     torch.manual_seed(0)
@@ -139,5 +139,5 @@ def test_export_folds_static_pads_into_convs():
             and any(a.name == "pads" and a.ints[:2] != a.ints[2:] for a in n.attribute)]
     assert asym  # the TF-"same" stride-2 convs pad (0, 1): asymmetric pads on the Conv itself
     x = torch.randn(3, 3, 32, 32)
-    got = ort_session(g).run(None, {"input": x.numpy()})[0]
+    got = ort_session(g)(x.numpy())
     np.testing.assert_allclose(got, m(x).detach().numpy(), atol=1e-4)

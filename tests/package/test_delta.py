@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package import delta as dl
 from slimship.package.delta import DeltaConfig, apply_delta, best_delta, encode_delta, load_task_onnx, pack_delta
 
@@ -24,10 +24,10 @@ def _inits(onnx_bytes: bytes) -> dict[str, np.ndarray]:
 
 
 def _logits(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    from slimship.evaluate.runtime import ort_session
+    from slimship.core.runtime import ort_session
 
     s = ort_session(onnx_bytes, threads=1)
-    return s.run(None, {s.get_inputs()[0].name: x})[0]
+    return s(x)
 
 
 @pytest.fixture(scope="module")
@@ -313,12 +313,12 @@ def test_damaged_blobs_are_refused(graphs):
 
 
 def test_pack_and_load_round_trip_and_wrong_base(graphs, tmp_path):
-    from slimship.data.transforms import Preprocessing
+    from slimship.data.transforms import ImagePreprocessing
     from slimship.package.format import read_package
     from slimship.package.pack import pack
 
     base, task = graphs
-    pre = Preprocessing(32, 1, (0.5,) * 3, (0.5,) * 3)
+    pre = ImagePreprocessing(32, 1, (0.5,) * 3, (0.5,) * 3)
     pack(tmp_path / "base.slim", onnx=base, architecture="test_efficientnet", class_names=[str(i) for i in range(10)],
          preprocessing=pre)
     pack(tmp_path / "task.slim", onnx=task, architecture="test_efficientnet", class_names=["a", "b", "c"],

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slimship.errors import PackageError, SlimshipError
+from slimship.core.errors import PackageError, SlimshipError
 from slimship.package import format as fmt
 from slimship.package.format import (
     FORMAT_VERSION,

@@ -10,14 +10,14 @@ import torch
 from onnx import numpy_helper
 
 from slimship.compress.weight_only import WeightOnlyConfig, block_scales, fake_quant
-from slimship.data.transforms import Preprocessing
-from slimship.errors import PackageError
+from slimship.data.transforms import ImagePreprocessing
+from slimship.core.errors import PackageError
 from slimship.models.export import export_onnx
 from slimship.package.format import write_package
 from slimship.package.layer_bytes import _module_path, format_layer_table, layer_bytes, part_bytes
 from slimship.package.pack import load_package, pack
 
-PRE = Preprocessing(32, 1, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+PRE = ImagePreprocessing(32, 1, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from slimship.data.transforms import Preprocessing
-from slimship.errors import PackageError
+from slimship.data.transforms import ImagePreprocessing
+from slimship.core.errors import PackageError
 from slimship.package.format import sha256_file, verify_package, write_package
 from slimship.package.pack import load_package, pack
 from slimship.package.store import LATEST, Store, parse_ref, storage_options_from_env
 
-PRE = Preprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+PRE = ImagePreprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @pytest.fixture(scope="module")

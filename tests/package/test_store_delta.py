@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimship.data.transforms import Preprocessing
-from slimship.errors import PackageError
+from slimship.data.transforms import ImagePreprocessing
+from slimship.core.errors import PackageError
 from slimship.package.format import read_package, sha256_file
 from slimship.package.pack import load_package, pack
 from slimship.package.store import Store, delta_config, push_delta
 from tests.package.test_store import s3_endpoint  # noqa: F401  (a fixture: the moto S3 server)
 
-PRE = Preprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+PRE = ImagePreprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 X = np.random.default_rng(1).standard_normal((6, 3, 32, 32)).astype(np.float32)
 
 
@@ -56,10 +56,10 @@ def make_task_packages(root: Path) -> dict[str, Path]:
 
 
 def logits(onnx: bytes) -> np.ndarray:
-    from slimship.evaluate.runtime import ort_session
+    from slimship.core.runtime import ort_session
 
     s = ort_session(onnx, threads=1)
-    return s.run(None, {s.get_inputs()[0].name: X})[0]
+    return s(X)
 
 
 def graph_of(path) -> bytes:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slimship.compress.weight_only import WeightOnlyConfig, block_scales, fake_quant
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.weights_codec import MAGIC, _pack_bits, _unpack_bits, decode_graph, decode_tensor, encode_tensor
 
 FUZZ = settings(deadline=None, database=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from slimship.data.transforms import Preprocessing, resize_uint8
+from slimship.data.transforms import ImagePreprocessing, resize_uint8
 from slimship.models import create_model
 from slimship.transfer.delta import sparsify_delta_, train_sparse_delta
-from slimship.transfer.finetune import TrainConfig, accuracy, train
+from slimship.data.task import Examples
+from slimship.transfer.trainer import TrainConfig, accuracy, train
 from tests.conftest import make_images, tiny_recipe
 
 
@@ -21,7 +22,7 @@ def _setup():
     X, Y, VX, VY = resize_uint8(x, 32), torch.from_numpy(y), resize_uint8(vx, 32), torch.from_numpy(vy)
     torch.manual_seed(0)
     b = create_model("test_efficientnet", 3, weights=None, image_size=32)
-    pre = Preprocessing(32, 1, b.mean, b.std)
+    pre = ImagePreprocessing(32, 1, b.mean, b.std)
     base = copy.deepcopy(b.model)
     base.reset_classifier(0)
     return b.model, base.state_dict(), pre, (X, Y, VX, VY)
@@ -60,10 +61,11 @@ def test_sparsify_keeps_the_largest_changes_and_resets_the_rest():
 
 def test_sparse_delta_training_stays_within_the_density_and_keeps_accuracy():
     model, base, pre, (X, Y, VX, VY) = _setup()
-    train(model, X, Y, VX, VY, pre, TrainConfig(epochs=4, lr=3e-3, batch_size=16, bn="train", evals=2))
-    full = accuracy(model, VX, VY, pre)
+    T, V = Examples(X, Y), Examples(VX, VY)
+    train(model, T, V, pre, TrainConfig(epochs=4, lr=3e-3, batch_size=16, bn="train", evals=2))
+    full = accuracy(model, V, pre)
     cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=16, bn="frozen", evals=2, kd_alpha=0.5)
-    masks, r = train_sparse_delta(model, base, 0.2, (X, Y, VX, VY), pre, cfg)
+    masks, r = train_sparse_delta(model, base, 0.2, (T, V), pre, cfg)
     for name, (changed, numel) in _changed(model, base).items():
         assert changed <= round(0.2 * numel), name
         assert changed == int(((dict(model.named_parameters())[name] != base[name]) & masks.masks[name]).sum())

@@ -35,12 +35,12 @@ def _guess_image_size(data: str) -> int:
 
 
 def run(args) -> int:
-    from slimship.recipe_template import render_recipe
+    from slimship.recipe.template import render_recipe
 
     text = render_recipe(model=args.model, weights=args.weights, data=args.data, test=args.test,
                          image_size=args.image_size or _guess_image_size(args.data))
     if args.out:
-        from slimship.fsutil import write_text_atomically
+        from slimship.core.atomic import write_text_atomically
 
         write_text_atomically(args.out, text)
         print(f"wrote {args.out}")

@@ -71,7 +71,7 @@ def run(args) -> int:
 
 
 def _layers(path):
-    from slimship.errors import PackageError
+    from slimship.core.errors import PackageError
     from slimship.package.layer_bytes import layer_bytes
 
     try:

@@ -22,7 +22,7 @@ def run(args) -> int:
     import json
     from dataclasses import asdict
 
-    from slimship.errors import SlimshipError
+    from slimship.core.errors import SlimshipError
     from slimship.package.store import Store, push_delta, storage_options_from_env
 
     if args.delta is not None and args.base is None:

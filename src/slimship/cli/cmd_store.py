@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from slimship.errors import SlimshipError
+    from slimship.core.errors import SlimshipError
     from slimship.package.store import Store, storage_options_from_env
 
     action = getattr(args, "store_action", None)

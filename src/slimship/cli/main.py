@@ -10,7 +10,7 @@ import os
 import sys
 
 from slimship import __version__
-from slimship.errors import SlimshipError
+from slimship.core.errors import SlimshipError
 
 SUBCOMMANDS = ["init", "run", "eval", "predict", "demo", "list", "inspect", "verify", "export", "push", "pull", "store"]
 

@@ -8,11 +8,13 @@ fine-tune follows.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimship.compress.prune_channels import Recovery
+from slimship.compress.base import CompressContext, ModelState, register_method
+from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
 
 if TYPE_CHECKING:
     from torch import nn
@@ -29,24 +31,13 @@ class LowRankConfig(BaseModel):
     recovery: Recovery = Recovery(seconds=60)
 
 
-def make_lowrank(kind: str, in_f: int, rank: int, out_f: int, bias: bool):
-    """The module that replaces a factored layer (also used to rebuild it from a package's arch_edits)."""
-    from torch import nn
-
-    class LowRank(nn.Sequential):
-        lowrank = {"kind": kind, "in": in_f, "rank": rank, "out": out_f, "bias": bias}
-
-    if kind == "conv":
-        return LowRank(nn.Conv2d(in_f, rank, 1, bias=False), nn.Conv2d(rank, out_f, 1, bias=bias))
-    return LowRank(nn.Linear(in_f, rank, bias=False), nn.Linear(rank, out_f, bias=bias))
-
-
 def factor_lowrank_(model: nn.Module, cfg: LowRankConfig) -> dict[str, dict]:
     """Replace eligible layers in place; returns ``{name: {"in", "rank", "out", "kind", "bias"}}``."""
     import torch
     from torch import nn
 
     from slimship.compress.sparsity import prunable_layers
+    from slimship.models.layers import make_lowrank
 
     done = {}
     for name, m in list(prunable_layers(model, list(cfg.spare)).items()):
@@ -72,3 +63,19 @@ def factor_lowrank_(model: nn.Module, cfg: LowRankConfig) -> dict[str, dict]:
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
         done[name] = dict(new.lowrank)
     return done
+
+
+@register_method(LowRankConfig,
+                 help="low-rank factorization of Linear and 1x1 convs, rank by an energy threshold, distilled recovery")
+def _lowrank(state: ModelState, cfg: LowRankConfig, ctx: CompressContext) -> ModelState:
+    from slimship.models.rebuild import arch_edits
+
+    model = copy.deepcopy(state.model)
+    done = factor_lowrank_(model, cfg)
+    if done:
+        r = recover(model, recovery_config(cfg.recovery, ctx, fixed_weights(state)), ctx, "low-rank")
+        ctx.log(f"lowrank: {len(done)} layers factored; val {r.best_val_accuracy:.4f}")
+    else:
+        ctx.log("lowrank: no layer met the energy/saving thresholds; model unchanged")
+    edits = arch_edits(ctx.fresh_model(), model)
+    return ModelState(model=model, arch_edits=edits, notes={**state.notes, "lowrank": {"layers": len(done)}})

@@ -8,9 +8,8 @@ of the immediate loss), and a recovery fine-tune distilled from the dense model.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
-
-from typing import TYPE_CHECKING
+import copy
+from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,18 +17,9 @@ if TYPE_CHECKING:  # torch is imported where it is used, so recipes validate wit
     import torch
     from torch import nn
 
-from slimship.errors import SlimshipError
-
-
-class Recovery(BaseModel):
-    """The distilled fine-tune after each pruning round (budget split evenly over the rounds)."""
-
-    model_config = ConfigDict(extra="forbid")
-    seconds: float | None = Field(90.0, gt=0)
-    epochs: float | None = Field(None, gt=0)
-    lr: float = Field(5e-4, gt=0)
-    kd_alpha: float = Field(0.7, ge=0, le=1)
-    kd_temperature: float = Field(2.0, gt=0)
+from slimship.compress.base import CompressContext, ModelState, register_method
+from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.core.errors import SlimshipError
 
 
 class PruneChannelsConfig(BaseModel):
@@ -89,6 +79,7 @@ def prune_channels_(
     recover: Callable[[nn.Module, int], None],
     loss_batches: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
     log: Callable[[str], None] = print,
+    ignored: list[nn.Module] | None = None,
 ) -> dict:
     """Prune ``model`` in place over ``cfg.steps`` rounds; after each, recalibrate BN and call ``recover``.
 
@@ -97,6 +88,8 @@ def prune_channels_(
         calib_batches: model inputs for BatchNorm re-estimation.
         recover: ``recover(model, step_index)`` fine-tunes the pruned model (distilled, by the caller).
         loss_batches: (x, y) batches for Taylor importance (gradients are needed only for it).
+        ignored: modules left whole (the model adapter's ``spared_modules``: the classifier); default: timm's
+            classifier when the model has one.
     Returns: ``{"macs_before", "macs_after", "params_before", "params_after", "steps"}``.
     """
     import torch
@@ -105,8 +98,9 @@ def prune_channels_(
 
     if cfg.macs_reduction is not None:
         cfg = cfg.model_copy(update={"ratio": None})
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    ignored = [head] if isinstance(head, nn.Module) else []
+    if ignored is None:
+        head = model.get_classifier() if hasattr(model, "get_classifier") else None
+        ignored = [head] if isinstance(head, nn.Module) else []
     model.eval()
     macs0, params0 = tp.utils.count_ops_and_params(model, example_input)
     # For a MACs target we prune in many small increments; round r stops once MACs reach
@@ -148,3 +142,33 @@ def prune_channels_(
     macs, params = tp.utils.count_ops_and_params(model, example_input)
     return {"macs_before": int(macs0), "macs_after": int(macs), "params_before": int(params0),
             "params_after": int(params), "steps": done}
+
+
+@register_method(PruneChannelsConfig,
+                 help="structured channel pruning (Torch-Pruning) in rounds with BN re-estimation and distilled recovery")
+def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressContext) -> ModelState:
+    import torch
+
+    from slimship.models.rebuild import arch_edits
+
+    model = copy.deepcopy(state.model)
+    n = len(ctx.train)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    idx = torch.randperm(n, generator=gen)[: min(n, 1024)]
+    calib = [ctx.pre.model_input(ctx.train.x[idx[i : i + 64]]) for i in range(0, len(idx), 64)]
+    frozen = fixed_weights(state)
+
+    def recover_round(m, rnd: int) -> None:
+        r = recover(m, recovery_config(cfg.recovery, ctx, frozen, share=cfg.steps, seed_offset=rnd), ctx,
+                    f"recover {rnd + 1}/{cfg.steps}")
+        ctx.log(f"recovery round {rnd + 1}: val {r.best_val_accuracy:.4f} ({r.steps} steps, {r.images_per_second:.0f} img/s)")
+
+    def loss_batches():
+        j = idx[:128]
+        return [(ctx.pre.model_input(ctx.train.x[j]), ctx.train.y[j])]
+
+    example = ctx.pre.model_input(ctx.train.x[:1])
+    info = prune_channels_(model, cfg, example, calib, recover_round, loss_batches, log=ctx.log,
+                           ignored=ctx.adapter.spared_modules(model))
+    edits = arch_edits(ctx.fresh_model(), model)
+    return ModelState(model=model, arch_edits=edits, notes={**state.notes, "prune_channels": info})

@@ -1,50 +1,14 @@
-"""Unstructured magnitude pruning with layer-aware exclusions and a gradual (Zhu & Gupta cubic) schedule.
-
-Global magnitude pruning of EfficientNet-Lite0 collapses to 10-44 % (REFERENCE.md): depthwise kernels and
-BN-coupled layers are small in magnitude and get emptied. Here the stem, depthwise convs and the classifier
-are spared by default, no layer goes above ``max_layer_sparsity``, sparsity grows gradually during a recovery
-fine-tune distilled from the dense model, and the final masks stay fixed for every later step (clustering,
-quantization, fine-tuning), so zeros stay zero.
-"""
+"""Weight masks shared by the methods that keep zeros: which layers may be pruned, magnitude and N:M masks,
+and applying or reading masks back from a model's zeros."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from slimship.compress.prune_channels import Recovery
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-class UnstructuredConfig(BaseModel):
-    """Zero out individual weights (same shapes; fewer nonzeros; the package stores only the nonzeros)."""
-
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["unstructured"] = "unstructured"
-    sparsity: float = Field(0.8, gt=0, lt=1)  # of the prunable layers' weights
-    scope: Literal["layer", "global"] = "layer"
-    spare: list[Literal["first", "last", "depthwise"]] = ["first", "last", "depthwise"]
-    max_layer_sparsity: float = Field(0.95, gt=0, le=1)
-    schedule: Literal["gradual", "oneshot"] = "gradual"
-    # "sensitivity": measure each layer's validation cost at several sparsities, then spread the global
-    # target across layers where it costs least (layer scope only)
-    allocation: Literal["uniform", "sensitivity"] = "uniform"
-    nm: tuple[int, int] | None = None  # e.g. (2, 4): N of every M consecutive input weights kept (overrides sparsity)
-    # "before_transfer" (sparse transfer): prune the pretrained source once, then fine-tune it on the task with
-    # the masks locked (the recovery budget is the transfer; distilled from the dense fine-tune). Must be the
-    # first step of its candidate.
-    order: Literal["after_transfer", "before_transfer"] = "after_transfer"
-    recovery: Recovery = Recovery()
-
-    @model_validator(mode="after")
-    def _source(self):
-        if self.order == "before_transfer" and self.allocation == "sensitivity":
-            raise ValueError("allocation sensitivity measures the task model; with order before_transfer use uniform")
-        return self
 
 
 def is_depthwise(m: nn.Module) -> bool:
@@ -71,7 +35,7 @@ def prunable_layers(model: nn.Module, spare: list[str]) -> dict[str, nn.Module]:
     return out
 
 
-def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, cfg: UnstructuredConfig,
+def magnitude_masks(layers: dict[str, nn.Module], sparsity: float, cfg,
                     per_layer: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Boolean keep-masks for ``sparsity`` (layer-wise, global, or N:M).
 
@@ -123,12 +87,6 @@ def _nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
     idx = g.topk(n, dim=-1).indices
     mask = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, idx, True)
     return mask.reshape(w.shape)
-
-
-def cubic_sparsity(final: float, progress: float, end: float = 0.75) -> float:
-    """Zhu & Gupta (2017): s_t = s_f * (1 - (1 - t/end)^3), reaching ``final`` at ``end`` of the budget."""
-    t = min(1.0, max(0.0, progress / end))
-    return final * (1 - (1 - t) ** 3)
 
 
 def apply_masks_(layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:

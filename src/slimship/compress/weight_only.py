@@ -13,11 +13,13 @@ sparsity from an earlier step survives; every zero is stored as +0.0.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from slimship.compress.prune_channels import Recovery
+from slimship.compress.base import CompressContext, ModelState, register_method
+from slimship.compress.recovery import Recovery, fixed_weights, recover_keeping_zeros, with_fixed
 
 if TYPE_CHECKING:
     import torch
@@ -141,7 +143,7 @@ class QuantizedWeight:
 def quantize_weights_(model: nn.Module, cfg: WeightOnlyConfig) -> dict[str, dict]:
     """Attach a fixed-scale fake-quant parametrization to every layer ``cfg`` selects (zeros kept at zero).
 
-    Returns ``{name: {"numel", "scales"}}``. Call :func:`slimship.compress.share.bake_` afterwards (at once, or
+    Returns ``{name: {"numel", "scales"}}``. Call :func:`slimship.compress.kmeans.bake_` afterwards (at once, or
     after a recovery fine-tune) to leave plain float32 weights that lie exactly on the grid.
     """
     from torch.nn.utils import parametrize
@@ -154,3 +156,23 @@ def quantize_weights_(model: nn.Module, cfg: WeightOnlyConfig) -> dict[str, dict
         parametrize.register_parametrization(m, "weight", QuantizedWeight(scale, cfg.bits, None if keep.all() else keep))
         info[name] = {"numel": int(w.numel()), "zeros": int((~keep).sum())}
     return info
+
+
+@register_method(WeightOnlyConfig,
+                 help="weight-only int8/int4 (per channel or per group, MSE clipping) for Linear-heavy models; zeros kept")
+def _weight_only(state: ModelState, cfg: WeightOnlyConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.kmeans import bake_
+    from slimship.compress.sparsity import weight_masks
+
+    model = copy.deepcopy(state.model)
+    keep_zero = weight_masks(model)
+    info = quantize_weights_(model, cfg)
+    if cfg.recovery is not None and info:
+        r = recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "weight-only", fixed_weights(state))
+        ctx.log(f"weight_only recovery: val {r.best_val_accuracy:.4f}")
+    bake_(model)  # plain float32 weights, exactly on the grid
+    ctx.log(f"weight_only: {len(info)} layers at {cfg.bits} bits ({cfg.granularity})")
+    return ModelState(model=model, arch_edits=state.arch_edits,
+                      notes=with_fixed({**state.notes, "weight_only": {
+                          "bits": cfg.bits, "granularity": cfg.granularity, "group_size": cfg.group_size,
+                          "layers": len(info)}}, info))

@@ -3,6 +3,7 @@
 Importing this package does not import torch.
 """
 
+from slimship.data import transforms as _transforms  # noqa: F401  (registers the image preprocessing)
 from slimship.data.sources import (
     BUILTIN_DATASETS,
     IMAGE_EXTENSIONS,

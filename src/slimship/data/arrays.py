@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from slimship.errors import DataError
+from slimship.core.errors import DataError
 
 __all__ = ["ArraySplit", "DatasetSplits"]
 

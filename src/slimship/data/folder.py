@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from slimship.data.arrays import ArraySplit, _check_same_classes, _Loaded, _resize_array, _rgb_to_gray
-from slimship.errors import DataError
+from slimship.core.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS"]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from slimship.data.arrays import ArraySplit, _check_labels, _finish_arrays, _Loaded, _placeholder_names
 from slimship.data.folder import _visible_files
-from slimship.errors import DataError
+from slimship.core.errors import DataError
 
 __all__ = ["read_idx"]
 

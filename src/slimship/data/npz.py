@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from slimship.data.arrays import ArraySplit, _check_labels, _finish_arrays, _Loaded, _placeholder_names
-from slimship.errors import DataError
+from slimship.core.errors import DataError
 
 _NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"))
 

@@ -14,7 +14,7 @@ Resizing to the network's input size is the training transforms' job, not this m
 here is the *stored* size, and every image is kept in memory at that size (Fashion-MNIST at 224x224 would
 be ~3.5 GB).
 
-Every user mistake raises :class:`~slimship.errors.DataError` with a one-line message that says what is
+Every user mistake raises :class:`~slimship.core.errors.DataError` with a one-line message that says what is
 wrong and what to do.
 
 The pieces live in sibling modules: :mod:`~slimship.data.arrays` (splits and array checks),
@@ -58,8 +58,8 @@ from slimship.data.split import (
     stratified_split,
     stratified_subsample,
 )
-from slimship.errors import DataError
-from slimship.registry import Registry
+from slimship.core.errors import DataError
+from slimship.core.registry import Registry
 
 __all__ = [
     "ArraySplit",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from slimship.data.arrays import ArraySplit
-from slimship.errors import DataError
+from slimship.core.errors import DataError
 
 __all__ = ["stratified_split", "stratified_subsample"]
 

@@ -11,9 +11,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from slimship.core.preprocessing import PREPROCESSINGS
+
 
 @dataclass(frozen=True)
-class Preprocessing:
+class ImagePreprocessing:
+    """The image input contract (:class:`slimship.core.preprocessing.Preprocessing`): uint8 [B,C,H,W] at
+    ``image_size`` → normalised float [B,model_channels,H,W]."""
+
+    kind = "image"
     image_size: int
     channels: int  # channels of the stored images: 1 (gray) or 3
     mean: tuple[float, ...]
@@ -22,10 +28,32 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"kind": self.kind, **asdict(self)}
+
+    def describe(self) -> str:
+        return f"resized to {self.image_size}x{self.image_size}"
+
+    def summary(self) -> dict:
+        return {"image_size": self.image_size}
+
+    def prepare(self, raw: np.ndarray):
+        """Images as the data sources deliver them (uint8 [N,H,W,C], any size) → stored rows at ``image_size``."""
+        return resize_uint8(raw, self.image_size)
+
+    def random_rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, 256, (n, self.channels, self.image_size, self.image_size), dtype=np.uint8)
+
+    def model_input(self, batch):
+        return to_model_input(batch, self)
+
+    def model_input_np(self, batch: np.ndarray) -> np.ndarray:
+        return to_model_input_np(batch, self)
+
+    def augment(self, batch, generator, hflip: bool = True, shift: int = 0):
+        return augment(batch, generator, hflip, shift)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
+    def from_dict(cls, d: dict) -> "ImagePreprocessing":
         return cls(
             image_size=int(d["image_size"]),
             channels=int(d["channels"]),
@@ -55,7 +83,7 @@ def resize_uint8(images: np.ndarray, size: int, chunk: int = 2048):
     return torch.cat(out)
 
 
-def to_model_input(batch, pre: Preprocessing):
+def to_model_input(batch, pre: ImagePreprocessing):
     """uint8 tensor [B,C,H,W] (already at pre.image_size) → normalised float [B,model_channels,H,W]."""
     import torch
 
@@ -67,7 +95,7 @@ def to_model_input(batch, pre: Preprocessing):
     return (x - mean) / std
 
 
-def to_model_input_np(batch: np.ndarray, pre: Preprocessing) -> np.ndarray:
+def to_model_input_np(batch: np.ndarray, pre: ImagePreprocessing) -> np.ndarray:
     """numpy twin of :func:`to_model_input` for ONNX Runtime: uint8 [B,C,H,W] → float32."""
     x = batch.astype(np.float32) / np.float32(255.0)
     if x.shape[1] == 1 and pre.model_channels == 3:
@@ -92,3 +120,6 @@ def augment(batch, generator, hflip: bool = True, shift: int = 0):
         dx, dy = torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist()
         batch = padded[:, :, dy : dy + h, dx : dx + w]  # one shift per batch: cheap, and enough jitter
     return batch
+
+
+PREPROCESSINGS.add("image", ImagePreprocessing, help="images: resize, /255, gray to RGB, mean/std")

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 
-def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs for one image of ``input_shape`` (C,H,W): convolutions and linear layers (the >99 % that matter).
+def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
+    """MACs for one example (``example_input``: a model input batch of one, e.g. the adapter's
+    ``example_input()``): convolutions and linear layers (the >99 % that matter).
 
     Counted from the real output shapes with forward hooks, so pruned (smaller) layers count as they are.
     Zeros inside dense weights are *not* subtracted: unstructured sparsity does not save MACs on a dense
@@ -34,7 +35,7 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(example_input[:1])
     finally:
         for h in hooks:
             h.remove()

@@ -27,20 +27,21 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, min_
     return statistics.median(times)
 
 
-def torch_latency(model, input_shape: tuple[int, ...], batch_sizes=(1, 64), runs: int = 30) -> dict[str, float]:
+def torch_latency(model, example_input, batch_sizes=(1, 64), runs: int = 30) -> dict[str, float]:
+    """PyTorch eager latency medians at ``batch_sizes`` (inputs shaped like ``example_input``, random)."""
     import torch
 
     model = model.eval()
     out = {}
     for b in batch_sizes:
-        x = torch.randn(b, *input_shape)
+        x = torch.randn(b, *example_input.shape[1:]).to(example_input.dtype)
         with torch.inference_mode():
             out[f"batch{b}"] = round(median_ms(lambda: model(x), runs=runs if b == 1 else max(5, runs // 3)), 4)
     return out
 
 
-def interleaved_ort_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
-                            runs: int = 30, rounds: int = 5) -> dict[str, dict[str, float]]:
+def interleaved_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
+                        runs: int = 30, rounds: int = 5, runtime: str = "onnxruntime") -> dict[str, dict[str, float]]:
     """Latency medians of several deploy graphs measured *interleaved*: every round times each graph in turn.
 
     Timing one model after another lets machine drift (frequency, other processes) land on whichever model
@@ -48,24 +49,22 @@ def interleaved_ort_latency(graphs: dict[str, bytes], input_shape: tuple[int, ..
     Round-robin spreads it over all of them. Each (graph, batch size) gets ``runs`` calls per round at batch 1
     (a third of that at larger batches), after a warm-up; the figure is the median over all rounds.
     """
-    from slimship.evaluate.runtime import ort_session
+    from slimship.core.runtime import session
 
-    sessions = {name: ort_session(g) for name, g in graphs.items()}
+    sessions = {name: session(g, runtime) for name, g in graphs.items()}
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batch_sizes}
     times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in sessions for b in batch_sizes}
     for name, sess in sessions.items():  # warm-up
-        iname = sess.get_inputs()[0].name
         for b in batch_sizes:
             for _ in range(3):
-                sess.run(None, {iname: inputs[b]})
+                sess(inputs[b])
     for _ in range(rounds):
         for name, sess in sessions.items():
-            iname = sess.get_inputs()[0].name
             for b in batch_sizes:
-                feed = {iname: inputs[b]}
+                x = inputs[b]
                 for _ in range(runs if b == 1 else max(3, runs // 3)):
                     t0 = time.perf_counter()
-                    sess.run(None, feed)
+                    sess(x)
                     times[(name, b)].append((time.perf_counter() - t0) * 1000)
     return {n: {f"batch{b}": round(statistics.median(times[(n, b)]), 4) for b in batch_sizes} for n in sessions}

@@ -1,80 +1,91 @@
-"""Measure one model as shipped: package it, read the package back, and take every figure from that.
+"""Measure deploy graphs as shipped: accuracy in the runtime on the validation and test splits, parameters,
+nonzeros and MACs of the model, and latency medians measured interleaved across all graphs of a run.
 
-Accuracy is computed by ONNX Runtime on the deploy graph *decoded from the package file*; size is the byte
-size of that file; latency is the median of repeated runs after warm-up in the same runtime.
+The graph measured is exactly the one its package decodes to (the package stage hands it over and checks it
+after writing), so every figure holds for the file on disk; the size is that file's, set once it is written.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from slimship.evaluate.compute import count_macs
-from slimship.evaluate.latency import interleaved_ort_latency, torch_latency
-from slimship.models.factory import count_params
-from slimship.package.pack import load_package, pack
+from slimship.evaluate.latency import interleaved_latency, torch_latency
 
 
-def measure_and_pack(
-    *, name: str, kind: str, model, onnx: bytes, path: Path, pack_args: dict, val: tuple, test: tuple,
-    compressed: bool, batch_sizes: list[int], runs: int, pytorch_latency: bool = False, extra: dict | None = None,
-) -> dict:
-    """Write the package for ``name``, evaluate it from disk, and return its metrics entry.
+@dataclass
+class Measurement:
+    """One model's figures (``to_dict`` is its entry in metrics.json)."""
 
-    Args:
-        val/test: (float32 model inputs [N,C,H,W], int labels [N]).
-        pack_args: keyword arguments of :func:`slimship.package.pack.pack` except path/onnx/metrics.
-    """
-    pack(path, onnx=onnx, **pack_args)
-    loaded = load_package(path)
-    acc = {}
-    for split, (x, y) in (("val", val), ("test", test)):
-        from slimship.evaluate.runtime import ort_logits
+    name: str
+    kind: str
+    accuracy: float  # test split
+    val_accuracy: float
+    onnx_bytes: int
+    params: int
+    nonzero_params: int
+    macs: int
+    compressed: bool
+    runtime: str = "onnxruntime"
+    size_bytes: int = 0  # of the package file, once written
+    package: str = ""
+    latency_ms: dict = field(default_factory=dict)
+    pytorch_eager_latency_ms: dict | None = None
+    extra: dict = field(default_factory=dict)  # train_seconds, notes, ...
 
-        acc[split] = float((ort_logits(loaded.session, x).argmax(1) == y).mean()) if len(y) else float("nan")
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        extra = d.pop("extra")
+        if d["pytorch_eager_latency_ms"] is None:
+            del d["pytorch_eager_latency_ms"]
+        return {**d, **extra}
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A split as runtime inputs: float32 model inputs and int labels."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, examples, pre) -> "EvalSet":
+        return cls(pre.model_input_np(examples.x.numpy()), examples.y.numpy())
+
+    def accuracy(self, sess) -> float:
+        from slimship.core.runtime import logits
+
+        if not len(self.labels):
+            return float("nan")
+        return float((logits(sess, self.inputs).argmax(1) == self.labels).mean())
+
+
+def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, val: EvalSet, test: EvalSet,
+                  compressed: bool, runtime: str = "onnxruntime", pytorch_batch_sizes: list[int] | None = None,
+                  runs: int = 30, extra: dict | None = None) -> Measurement:
+    """Accuracy of ``graph`` in ``runtime``, and the model's size and compute (latency comes later, for all
+    graphs at once: :func:`measure_latency`)."""
+    from slimship.core.runtime import session
+    from slimship.models.factory import count_params
+
+    sess = session(graph, runtime)
     params, nonzero = count_params(model)
-    c = pack_args["preprocessing"].model_channels
-    s = pack_args["preprocessing"].image_size
-    entry = {
-        "name": name,
-        "kind": kind,
-        "accuracy": acc["test"],
-        "val_accuracy": acc["val"],
-        "size_bytes": 0,
-        "onnx_bytes": len(onnx),
-        "params": params,
-        "nonzero_params": nonzero,
-        "macs": count_macs(model, (c, s, s)),
-        "latency_ms": {},  # filled by finish_latency(), measured interleaved across all models
-        "runtime": "onnxruntime",
-        "package": str(path),
-        "compressed": compressed,
-        **(extra or {}),
-    }
-    if pytorch_latency:
-        entry["pytorch_eager_latency_ms"] = torch_latency(model, (c, s, s), tuple(batch_sizes), runs=max(5, runs // 3))
-    # Rewrite with the measured figures in the manifest; the deploy graph is byte-identical, so the figures
-    # measured above hold for the final file.
-    pack(path, onnx=onnx, metrics=entry, **pack_args)
-    entry["size_bytes"] = os.path.getsize(path)
-    return entry
+    m = Measurement(name=name, kind=kind, accuracy=test.accuracy(sess), val_accuracy=val.accuracy(sess),
+                    onnx_bytes=len(graph), params=params, nonzero_params=nonzero,
+                    macs=count_macs(model, example_input), compressed=compressed, runtime=runtime,
+                    extra=dict(extra or {}))
+    if pytorch_batch_sizes:
+        m.pytorch_eager_latency_ms = torch_latency(model, example_input, tuple(pytorch_batch_sizes),
+                                                   runs=max(5, runs // 3))
+    return m
 
 
-def finish_latency(entries: list[dict], pack_args_of: dict[str, dict], *, batch_sizes: list[int], runs: int) -> None:
-    """Measure every package's deploy graph interleaved, then re-pack each with its complete metrics."""
-    graphs = {e["name"]: load_package(e["package"]).onnx for e in entries}
-    pre = next(iter(pack_args_of.values()))["preprocessing"]
-    shape = (pre.model_channels, pre.image_size, pre.image_size)
-    lat = interleaved_ort_latency(graphs, shape, tuple(batch_sizes), runs=runs)
-    for e in entries:
-        e["latency_ms"] = lat[e["name"]]
-        pack(e["package"], onnx=graphs[e["name"]], metrics=e, **pack_args_of[e["name"]])
-        e["size_bytes"] = os.path.getsize(e["package"])
-
-
-def test_inputs(images_uint8, labels, pre) -> tuple[np.ndarray, np.ndarray]:
-    from slimship.data.transforms import to_model_input_np
-
-    return to_model_input_np(images_uint8.numpy(), pre), labels.numpy()
+def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,
+                    batch_sizes: list[int], runs: int) -> None:
+    """Latency medians of every graph, measured interleaved (machine drift lands on all alike)."""
+    lat = interleaved_latency(graphs, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs)
+    for m in measurements:
+        m.latency_ms = lat[m.name]

@@ -1,25 +1,8 @@
-"""Choose the shipped model and write the human report."""
+"""The human report (Markdown) of a run's metrics."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from slimship.errors import SlimshipError
-
-
-def select_winner(entries: list[dict], *, dense_name: str, budget_points: float) -> dict:
-    """Smallest compressed package whose *validation* accuracy is within the budget of the dense model.
-
-    Falls back to the dense model when no candidate qualifies. Marks each entry's ``within_budget``.
-    """
-    dense = next((e for e in entries if e["name"] == dense_name), None)
-    if dense is None:
-        raise SlimshipError(f"internal: reference model {dense_name} was not measured")
-    floor = dense["val_accuracy"] - budget_points / 100.0
-    for e in entries:
-        e["within_budget"] = bool(e["val_accuracy"] >= floor - 1e-12)
-    ok = [e for e in entries if e["compressed"] and e["within_budget"]]
-    return min(ok, key=lambda e: e["size_bytes"]) if ok else dense
 
 
 def _mb(n: int) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from slimship.errors import ModelError
+from slimship.core.errors import ModelError
 from slimship.models.static_pad import freeze_same_padding_
 from slimship.models.weights import load_pretrained_, read_state_dict, resolve_weights
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from slimship.models.layers import make_lowrank
+
 
 def _shape_of(m: nn.Module) -> dict | None:
     if hasattr(m, "lowrank"):  # a factored layer (compress.lowrank): two smaller layers in its place
@@ -55,8 +57,6 @@ def apply_arch_edits_(model: nn.Module, edits: dict[str, dict]) -> nn.Module:
         m = model.get_submodule(name)
         kind = e.get("type")
         if kind == "lowrank":
-            from slimship.compress.lowrank import make_lowrank
-
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child,
                     make_lowrank(str(e["kind"]), int(e["in"]), int(e["rank"]), int(e["out"]), bool(e["bias"])))

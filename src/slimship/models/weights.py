@@ -29,8 +29,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from slimship.errors import ModelError
-from slimship.registry import Registry
+from slimship.core.errors import ModelError
+from slimship.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, NamedTuple
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 
 _CODECS = ("none", "lzma", "zlib")
 _MAX_NAME_CHARS = 255

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from slimship.errors import PackageError, SlimshipError
-from slimship.fsutil import write_atomically
-from slimship.package.format import Package, read_package
-from slimship.package.pack import GRAPH_PART, ONNX_PART, WEIGHTS_PART
+from slimship.core.errors import PackageError, SlimshipError
+from slimship.core.atomic import write_atomically
+from slimship.package.format import read_package
+from slimship.package.deploy import deploy_graph
 
 # Exactly the dtypes safetensors.numpy reads back; anything else (strings, bfloat16, float8, int4) is
 # refused up front with a clear message instead of a KeyError from inside safetensors.
@@ -71,22 +71,6 @@ def export_package(
         safetensors=None if safetensors is None else str(safetensors),
         tensors=len(tensors),
         tensor_bytes=sum(t.nbytes for t in tensors.values()),
-    )
-
-
-def deploy_graph(pkg: Package) -> bytes:
-    """The full ONNX deploy graph of a verified package, whichever way it is stored. Raises PackageError
-    if the package holds none. (The same choice as ``pack.load_package``, without its manifest checks:
-    exporting needs only the graph.)"""
-    if ONNX_PART in pkg.parts:
-        return pkg.read_part(ONNX_PART)
-    if GRAPH_PART in pkg.parts and WEIGHTS_PART in pkg.parts:
-        from slimship.package.weights_codec import decode_graph
-
-        return decode_graph(pkg.read_part(GRAPH_PART), pkg.read_part(WEIGHTS_PART))
-    raise PackageError(
-        f"{pkg.path}: the package has no deploy graph ({ONNX_PART}, or {GRAPH_PART} with {WEIGHTS_PART}); "
-        "re-create it with `slimship run`"
     )
 
 

@@ -11,7 +11,7 @@ Layout (all integers little-endian; the full specification is docs/package-forma
 
 Reading never executes anything from the file (JSON and raw bytes only), checks every declared size
 against a fixed bound and against the real file size before trusting it, decodes with an output
-bound, and reports every problem as a one-line :class:`~slimship.errors.PackageError`.
+bound, and reports every problem as a one-line :class:`~slimship.core.errors.PackageError`.
 The hashes give integrity, not authenticity: anyone who can rewrite the file can recompute them.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package import _header
 from slimship.package._header import (
     _CODECS,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.format import read_package
-from slimship.package.pack import GRAPH_PART, ONNX_PART, WEIGHTS_PART
+from slimship.package.deploy import GRAPH_PART, ONNX_PART, WEIGHTS_PART
 
 _SKIP_TYPES = (6, 7)  # onnx.TensorProto INT32, INT64: shape and index constants, not weights
 

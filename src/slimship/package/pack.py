@@ -14,19 +14,17 @@ from pathlib import Path
 import numpy as np
 
 from slimship import __version__
-from slimship.data.transforms import Preprocessing, resize_uint8, to_model_input_np
-from slimship.errors import PackageError
+from slimship.core.preprocessing import Preprocessing, preprocessing_from_dict
+from slimship.core.errors import PackageError
+from slimship.package.deploy import ONNX_PART, DeployParts, deploy_parts, graph_from_parts
 from slimship.package.format import Package, read_package, write_package
-
-ONNX_PART = "model.onnx"  # the whole deploy graph
-GRAPH_PART = "graph.onnx"  # the graph without its big weights (with WEIGHTS_PART)
-WEIGHTS_PART = "weights.bin"  # weights in slimship's compressed encoding
 
 
 def pack(
     path: str | Path,
     *,
-    onnx: bytes,
+    onnx: bytes | None = None,
+    deploy: DeployParts | None = None,
     architecture: str,
     class_names: list[str],
     preprocessing: Preprocessing,
@@ -39,9 +37,14 @@ def pack(
 ) -> int:
     """Write a package atomically; returns its size in bytes on disk.
 
-    With ``encode_weights`` the graph's float weights are stored in slimship's exact compressed encoding
+    The deploy graph is ``deploy`` (parts already made by :func:`~slimship.package.deploy.deploy_parts`) or
+    ``onnx``; with ``encode_weights`` its float weights are stored in slimship's exact compressed encoding
     (bitmask + packed cluster indices + codebook; see weights_codec) and re-inserted on load.
     """
+    if deploy is None:
+        if onnx is None:
+            raise ValueError("pack needs onnx or deploy")
+        deploy = deploy_parts(onnx, encode_weights=encode_weights)
     manifest = {
         "slimship_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -51,21 +54,14 @@ def pack(
             "class_names": list(class_names),
             "arch_edits": arch_edits or {},
             "runtime": "onnxruntime",
+            **deploy.model_info,
         },
         "preprocessing": preprocessing.to_dict(),
         "recipe": recipe or {},
         "metrics": metrics or {},
         "card": card,
     }
-    if encode_weights:
-        from slimship.package.weights_codec import encode_graph
-
-        skeleton, blob, info = encode_graph(onnx)
-        manifest["model"]["weights_encoding"] = info
-        parts = {GRAPH_PART: skeleton, WEIGHTS_PART: blob}
-    else:
-        parts = {ONNX_PART: onnx}
-    return write_package(path, manifest, {**parts, **(extra_parts or {})})
+    return write_package(path, manifest, {**deploy.parts, **(extra_parts or {})})
 
 
 @dataclass
@@ -83,18 +79,19 @@ class LoadedPackage:
     @property
     def session(self):
         if self._session is None:
-            from slimship.evaluate.runtime import ort_session
+            from slimship.core.runtime import ort_session
 
             self._session = ort_session(self.onnx)
         return self._session
 
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 images [N,H,W,C] at any size → logits [N,K] (resized and normalised like in training)."""
-        from slimship.evaluate.runtime import ort_logits
+        """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size) → logits [N,K],
+        prepared and normalised exactly as in training."""
+        from slimship.core.runtime import ort_logits
 
-        x = resize_uint8(images, self.preprocessing.image_size).numpy()
-        outs = [ort_logits(self.session, to_model_input_np(x[i : i + 512], self.preprocessing), batch_size)
-                for i in range(0, len(x), 512)]
+        pre = self.preprocessing
+        outs = [ort_logits(self.session, pre.model_input_np(pre.prepare(images[i : i + 512]).numpy()), batch_size)
+                for i in range(0, len(images), 512)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
 
 
@@ -109,23 +106,17 @@ def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPack
     m = pkg.manifest
     try:
         names = m["model"]["class_names"]
-        pre = Preprocessing.from_dict(m["preprocessing"])
+        pre = preprocessing_from_dict(m["preprocessing"])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise TypeError("class_names")
     except (KeyError, TypeError, ValueError) as e:
         raise PackageError(f"{path}: the manifest lacks a valid model description ({e}); re-create the package with `slimship run`") from None
     if "delta" in m:
-        from slimship.package.delta.package import _task_onnx, find_base
+        from slimship.package.delta.package import find_base, task_onnx
 
-        onnx = _task_onnx(pkg, path, find_base(path, m, base))[0]
+        onnx = task_onnx(pkg, path, find_base(path, m, base))[0]
     elif base is not None:
         raise PackageError(f"{path} is a full package, not a delta package: it needs no base, drop --base")
-    elif ONNX_PART in pkg.parts:
-        onnx = pkg.read_part(ONNX_PART)
-    elif GRAPH_PART in pkg.parts and WEIGHTS_PART in pkg.parts:
-        from slimship.package.weights_codec import decode_graph
-
-        onnx = decode_graph(pkg.read_part(GRAPH_PART), pkg.read_part(WEIGHTS_PART))
     else:
-        raise PackageError(f"{path}: the package has no deploy graph ({ONNX_PART}); re-create it with `slimship run`")
+        onnx = graph_from_parts(pkg.read_part, pkg.parts, str(path))
     return LoadedPackage(pkg, names, pre, onnx)

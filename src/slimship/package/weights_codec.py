@@ -26,7 +26,7 @@ import struct
 
 import numpy as np
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 
 MAGIC = b"SLW1"
 MAX_ELEMENTS = 1 << 31  # per tensor

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from slimship.core.device import CPU, Device
+
 
 @dataclass
 class DeltaMasks:
@@ -120,18 +122,18 @@ def density_at(progress: float, final: float, end: float) -> float:
 
 def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], density: float, data, pre, cfg,
                        *, ramp: float = 0.5, updates: int = 25, allocation: str = "uniform",
-                       dense_depthwise: bool = False, progress=None) -> tuple[DeltaMasks, object]:
+                       dense_depthwise: bool = False, progress=None, device: Device = CPU) -> tuple[DeltaMasks, object]:
     """Shrink ``model``'s delta to ``density`` gradually while fine-tuning it, distilled from itself (in place).
 
     ``model`` is the full fine-tune (it is also the teacher, copied first); ``data`` is
-    ``(train_x, train_y, val_x, val_y)``; ``cfg`` a :class:`~slimship.transfer.finetune.TrainConfig` (set
+    ``(train, val)`` :class:`~slimship.data.task.Examples`; ``cfg`` a :class:`~slimship.transfer.trainer.TrainConfig` (set
     ``kd_alpha`` > 0 to distil). The kept fraction follows :func:`density_at` from 1 down to ``density`` over
     the first ``ramp`` of the budget, narrowing the masks ``updates`` times; then the masks stay fixed and the
     kept entries are trained. ``allocation="norm"`` shares the kept entries out by :func:`norm_allocation`
     (measured on the full fine-tune) instead of the same fraction of every tensor. Only states at the final density count as the best one. Returns the masks and
-    the :class:`~slimship.transfer.finetune.TrainResult`.
+    the :class:`~slimship.transfer.trainer.TrainResult`.
     """
-    from slimship.transfer.finetune import train
+    from slimship.transfer.trainer import train
 
     teacher = copy.deepcopy(model).eval()
     for p in teacher.parameters():
@@ -157,14 +159,14 @@ def train_sparse_delta(model: nn.Module, base_state: dict[str, torch.Tensor], de
         else:
             state["masks"].project_(m)
 
-    X, Y, VX, VY = data
+    train_data, val_data = data
     if ramp > 0:
         # validation passes (and so the best state) only once the delta is at its final density
         evals = max(1, cfg.evals)
         cfg = copy.copy(cfg)
         cfg.eval_from = ramp
         cfg.evals = evals
-    r = train(model, X, Y, VX, VY, pre, cfg, teacher=teacher, after_step=step, progress=progress,
-              desc=f"delta {density:g}")
+    r = train(model, train_data, val_data, pre, cfg, teacher=teacher, after_step=step, progress=progress,
+              desc=f"delta {density:g}", device=device)
     masks = sparsify_delta_(model, base_state, target(1.0), state["masks"])  # already there; makes it explicit
     return masks, r

@@ -11,19 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimship.data.transforms import Preprocessing, to_model_input
+from slimship.core.device import CPU, Device
+from slimship.core.preprocessing import Preprocessing
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 128, task=None) -> torch.Tensor:
-    """Pooled pre-logit features [N, D] of uint8 images [N,C,H,W] (model in eval mode)."""
-    model.eval()
+def extract_features(adapter, model: nn.Module, x: torch.Tensor, pre: Preprocessing, batch_size: int = 128,
+                     task=None, device: Device = CPU) -> torch.Tensor:
+    """Pooled pre-logit features [N, D] (float32, CPU) of stored examples ``x`` (model in eval mode), as the
+    model's adapter defines them."""
+    model = device.put(model.eval())
     out = []
-    for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i : i + batch_size], pre)
-        out.append(model.forward_head(model.forward_features(x), pre_logits=True))
+    for i in range(0, len(x), batch_size):
+        with device.autocast():
+            out.append(adapter.features(model, device.put(pre.model_input(x[i : i + batch_size]))).float().cpu())
         if task is not None:
-            task.advance(len(x))
+            task.advance(len(out[-1]))
     return torch.cat(out)
 
 
@@ -67,8 +70,8 @@ def fit_linear_head(
     return weight, bias, {"l2": l2, "val_accuracy": acc, "trials": trials}
 
 
-def set_head_(model: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
-    head = model.get_classifier()
+def set_head_(head: nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Copy a fitted linear head into the model's classifier ``head``."""
     with torch.no_grad():
         head.weight.copy_(weight)
         head.bias.copy_(bias)

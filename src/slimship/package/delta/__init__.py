@@ -28,7 +28,7 @@ reads it back against the base package, refusing a base that is not the one the 
 Decoding is bounded and never executes anything: the blob is JSON + raw arrays, its payload size is checked
 before decompressing (with an output bound), its SHA-256 is checked, and every declared size is compared with
 the bytes actually present before anything is allocated. Any malformed blob raises
-:class:`~slimship.errors.PackageError`. numpy + onnx only (no torch). Layout and figures: docs/delta.md.
+:class:`~slimship.core.errors.PackageError`. numpy + onnx only (no torch). Layout and figures: docs/delta.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import lzma
 import struct
 from dataclasses import dataclass
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 
 DELTA_PART = "delta.bin"
 BLOB_VERSION = 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.delta.bits import _gaps_decode, _unpack_int4
 from slimship.package.delta.config import (
     _FIX,

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.delta.config import DELTA_PART
 from slimship.package.delta.decode import _open_blob, apply_delta
 
@@ -63,7 +63,7 @@ def load_task_onnx(delta_package_path: str | Path, base_package_path: str | Path
     """
     from slimship.package.format import read_package
 
-    return _task_onnx(read_package(delta_package_path), delta_package_path, base_package_path)[0]
+    return task_onnx(read_package(delta_package_path), delta_package_path, base_package_path)[0]
 
 
 def rebuild_package(delta_package_path: str | Path, base_package_path: str | Path, out: str | Path) -> int:
@@ -75,10 +75,10 @@ def rebuild_package(delta_package_path: str | Path, base_package_path: str | Pat
     need nothing else. Raises PackageError as :func:`load_task_onnx` does.
     """
     from slimship.package.format import read_package, sha256_file, write_package
-    from slimship.package.pack import ONNX_PART
+    from slimship.package.deploy import ONNX_PART
 
     pkg = read_package(delta_package_path)
-    onnx, meta = _task_onnx(pkg, delta_package_path, base_package_path)
+    onnx, meta = task_onnx(pkg, delta_package_path, base_package_path)
     manifest = copy.deepcopy(pkg.manifest)
     del manifest["delta"]
     if isinstance(manifest.get("model"), dict):
@@ -136,7 +136,7 @@ def full_package(path: str | Path, base: str | Path | None = None) -> Iterator[P
         yield target
 
 
-def _task_onnx(pkg, delta_package_path: str | Path, base_package_path: str | Path) -> tuple[bytes, dict]:
+def task_onnx(pkg, delta_package_path: str | Path, base_package_path: str | Path) -> tuple[bytes, dict]:
     """(task ONNX, delta manifest entry) of the verified delta package ``pkg`` rebuilt against a base file."""
     from slimship.package.format import read_package
 
@@ -167,7 +167,7 @@ def _meta(manifest: dict, path: str | Path) -> dict:
 
 def _base_graph(base, path: str | Path) -> bytes:
     """The base package's whole ONNX graph (``model.onnx``, or ``graph.onnx`` + ``weights.bin`` decoded)."""
-    from slimship.package.export import deploy_graph
+    from slimship.package.deploy import deploy_graph
 
     if "delta" in base.manifest:
         raise PackageError(f"{path} is itself a delta package: a base must be a full package (pull it from its "

@@ -26,7 +26,7 @@ def tensor_sensitivity(base_onnx: bytes, task_onnx: bytes, inputs: np.ndarray, *
     """
     from onnx import numpy_helper
 
-    from slimship.evaluate.runtime import ort_logits, ort_session
+    from slimship.core.runtime import ort_logits, ort_session
 
     base, task = _load_model(base_onnx, "base_onnx"), _load_model(task_onnx, "task_onnx")
     base_inits = {t.name: t for t in base.graph.initializer}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 
 # A single PUT of a whole object is atomic on these (readers see no object or the complete one), so a
 # temp-name-then-rename (a copy plus a delete on object stores) would only add requests.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.format import verify_package
 from slimship.package.store.backend import _Missing, _open_backend, _write_atomically
 from slimship.package.store.deltas import base_for_push, pull_rebuilt, task_usage

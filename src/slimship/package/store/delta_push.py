@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.store.refs import _NAME
 
 DELTA_MODES = ("fp16", "lossless")
@@ -47,7 +47,7 @@ def push_delta(store: Any, package: str | os.PathLike[str], base: str | os.PathL
     """
     from slimship.package.delta import apply_delta, encode_delta, pack_delta
     from slimship.package.delta.package import _base_graph
-    from slimship.package.export import deploy_graph
+    from slimship.package.deploy import deploy_graph
     from slimship.package.format import read_package
 
     if name is None:
@@ -91,16 +91,15 @@ def check_rebuilt(task_onnx: bytes, rebuilt_onnx: bytes, manifest: dict, source:
     ``bit_exact`` (the graphs are the same bytes)."""
     import numpy as np
 
-    from slimship.data.transforms import Preprocessing, to_model_input_np
-    from slimship.evaluate.runtime import ort_logits, ort_session
+    from slimship.core.preprocessing import preprocessing_from_dict
+    from slimship.core.runtime import ort_logits, ort_session
 
     try:
-        pre = Preprocessing.from_dict(manifest["preprocessing"])
+        pre = preprocessing_from_dict(manifest["preprocessing"])
     except (KeyError, TypeError, ValueError) as e:
         raise PackageError(f"{source}: the manifest lacks valid preprocessing ({e}); re-create the package") from None
     rng = np.random.default_rng(CHECK_SEED)
-    images = rng.integers(0, 256, (CHECK_INPUTS, pre.channels, pre.image_size, pre.image_size), dtype=np.uint8)
-    x = to_model_input_np(images, pre)
+    x = pre.model_input_np(pre.random_rows(CHECK_INPUTS, rng))
     try:
         want = ort_logits(ort_session(task_onnx, threads=1), x)
         got = ort_logits(ort_session(rebuilt_onnx, threads=1), x)

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.store.backend import _write_atomically
 from slimship.package.store.refs import _HEX64, _MARKER, _PACKAGES, _record_key
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 from slimship.package.format import _PREFIX, _TRAILER_LEN, read_package
 from slimship.package.store.refs import _HEX64, STORE_FORMAT_VERSION
 

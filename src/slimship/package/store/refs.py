@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from slimship.errors import PackageError
+from slimship.core.errors import PackageError
 
 STORE_FORMAT_VERSION = 1
 LATEST = "latest"

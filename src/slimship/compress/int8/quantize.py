@@ -1,12 +1,4 @@
-"""Post-training int8 quantization of the whole network (convolutions included) for ONNX Runtime.
-
-Why not the obvious calls: ``quantize_dynamic`` only quantizes weights of convolutions through ConvInteger,
-which is 10-17x *slower* and loses ~47 points on EfficientNet-Lite0; per-tensor static quantization loses ~50
-points because depthwise kernels (after BatchNorm folding) have per-channel ranges that differ by orders of
-magnitude (REFERENCE.md). What works: a static graph (no run-time padding arithmetic), BatchNorm folded first,
-per-channel symmetric int8 weights, uint8 activations calibrated on the *target* data, and a small search over
-calibration method / range / kept-fp32 layers scored on the validation split, never on test.
-"""
+"""ONNX Runtime static int8 quantization with a small search over its settings, scored on validation."""
 
 from __future__ import annotations
 
@@ -16,33 +8,13 @@ import itertools
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from slimship.core.errors import SlimshipError
 
-from slimship.compress.prune_channels import Recovery
-from slimship.errors import SlimshipError
-
-
-class Int8Config(BaseModel):
-    """int8 post-training quantization for ONNX Runtime; list-valued fields are searched, best on validation wins.
-
-    ``reduce_range`` (7-bit weights) matters on CPUs without VNNI, where ORT's u8s8 kernels can saturate:
-    on an AVX2-only machine it was worth +1.8 points for EfficientNet-Lite0 on Fashion-MNIST.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["int8"] = "int8"
-    calibration: list[Literal["minmax", "percentile", "entropy"]] = ["minmax", "percentile"]
-    keep_fp32: list[Literal["none", "first_last"]] = ["none"]
-    reduce_range: list[bool] = [True]
-    per_channel: bool = True
-    calibration_images: int = Field(512, ge=32)
-    percentile: float = Field(99.999, gt=90, le=100)
-    # quantization-aware fine-tune of the chosen int8 graph (slimship.compress.qat); kept only if it scores
-    # better on validation
-    qat: Recovery | None = None
+if TYPE_CHECKING:
+    from slimship.compress.int8 import Int8Config
 
 
 @dataclass

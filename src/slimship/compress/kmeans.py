@@ -12,11 +12,13 @@ k-means put them (Deep Compression's original scheme).
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimship.compress.prune_channels import Recovery
+from slimship.compress.base import CompressContext, ModelState, register_method
+from slimship.compress.recovery import Recovery, fixed_weights, recover_keeping_zeros, with_fixed
 
 if TYPE_CHECKING:
     import torch
@@ -132,3 +134,18 @@ def bake_(model: nn.Module) -> None:
     for m in model.modules():
         if parametrize.is_parametrized(m, "weight"):
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+
+
+@register_method(KMeansShareConfig,
+                 help="k-means weight sharing per layer (zeros preserved) with codebook fine-tuning, distilled")
+def _kmeans(state: ModelState, cfg: KMeansShareConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.sparsity import weight_masks
+
+    model = copy.deepcopy(state.model)
+    keep_zero = weight_masks(model)
+    info = share_weights_(model, cfg)
+    r = recover_keeping_zeros(model, keep_zero, info, cfg.recovery, ctx, "codebooks", fixed_weights(state))
+    bake_(model)
+    ctx.log(f"kmeans: {len(info)} layers shared at {cfg.bits} bits; val {r.best_val_accuracy:.4f}")
+    return ModelState(model=model, arch_edits=state.arch_edits,
+                      notes=with_fixed({**state.notes, "kmeans": {"bits": cfg.bits, "layers": len(info)}}, info))

@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Callable
 
-from slimship.errors import SlimshipError
+from slimship.core.errors import SlimshipError
 
 
 def write_atomically(target: str | os.PathLike, write: Callable[[Path], object]) -> None:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimship.errors import SlimshipError
+from slimship.core.errors import SlimshipError
 
 _OPS = {"QuantizeLinear", "DequantizeLinear", "Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Clip", "Sigmoid",
         "HardSigmoid", "HardSwish", "GlobalAveragePool", "Flatten", "Reshape", "Identity", "Concat", "Pad",
@@ -221,10 +221,3 @@ class QDQGraphModule(nn.Module):
             if init.name in by_init:
                 self.model.graph.initializer[k].CopyFrom(numpy_helper.from_array(by_init[init.name], init.name))
         return self.model.SerializeToString()
-
-
-def qat_finetune(qdq: bytes, train_fn: Callable[[nn.Module], object]) -> bytes:
-    """Fine-tune the int8 graph ``qdq`` through ``train_fn(module)`` (which trains it in place); new graph bytes."""
-    module = QDQGraphModule(qdq)
-    train_fn(module)
-    return module.to_onnx()

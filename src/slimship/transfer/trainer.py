@@ -1,6 +1,8 @@
-"""The one training loop: fine-tune, partial fine-tune, gradual unfreezing, scratch, distilled recovery.
+"""The one training loop: fine-tune, partial fine-tune, gradual unfreezing, scratch, distilled recovery, QAT.
 
-Every trainer in slimship is this loop with a different :class:`TrainConfig`. The budget is epochs or
+Every trainer in slimship is this loop with a different :class:`TrainConfig`. Where it runs and in which
+precision comes from one :class:`~slimship.core.device.Device`, decided once per run; which parameters form
+the layer groups (freezing, LR decay) comes from the model's adapter. The budget is epochs or
 wall-clock seconds; the learning-rate schedule follows *progress* (the larger of step and time fraction),
 so a seconds budget gets a full warm-up/cosine schedule too. The best state on the validation split is kept.
 """
@@ -17,8 +19,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimship.data.transforms import Preprocessing, augment, to_model_input
-from slimship.transfer.layers import bn_eval_, parameter_groups, set_trainable_
+from slimship.core.device import CPU, Device
+from slimship.core.preprocessing import Preprocessing
+from slimship.data.task import Examples
+
+
+def set_trainable_(model: nn.Module, groups: list[list[str]], first_trainable: int) -> None:
+    """Freeze groups [0, first_trainable); train the rest (classifier included)."""
+    trainable = {n for g in groups[first_trainable:] for n in g}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
+
+
+def bn_eval_(model: nn.Module) -> None:
+    """Keep BatchNorm running statistics fixed (affine parameters still train).
+
+    With small CPU budgets, BatchNorm in train mode re-estimates ImageNet statistics from a few hundred
+    batches of a very different domain and loses up to 20 points (REFERENCE.md W0); frozen statistics do not.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 @dataclass
@@ -55,18 +76,23 @@ class TrainResult:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, pre: Preprocessing, batch_size: int = 256,
+                   device: Device = CPU) -> torch.Tensor:
+    """Logits (float32, on the CPU) of stored examples ``x``, in eval mode."""
     was = model.training
     model.eval()
-    out = [model(to_model_input(images[i : i + batch_size], pre)) for i in range(0, len(images), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+        with device.autocast():
+            out.append(model(device.put(pre.model_input(x[i : i + batch_size]))).float().cpu())
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, pre: Preprocessing) -> float:
-    if len(images) == 0:
+def accuracy(model: nn.Module, data: Examples, pre: Preprocessing, device: Device = CPU) -> float:
+    if len(data) == 0:
         return float("nan")
-    return (predict_logits(model, images, pre).argmax(1) == labels).float().mean().item()
+    return (predict_logits(model, data.x, pre, device=device).argmax(1) == data.y).float().mean().item()
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig, groups: list[list[str]]) -> list[dict]:
@@ -93,32 +119,42 @@ def _lr_at(progress: float, cfg: TrainConfig) -> float:
 
 def train(
     model: nn.Module,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    val_x: torch.Tensor,
-    val_y: torch.Tensor,
+    train_data: Examples,
+    val_data: Examples,
     pre: Preprocessing,
     cfg: TrainConfig,
     *,
+    groups: list[list[str]] | None = None,
     teacher: nn.Module | None = None,
     after_step: Callable[[nn.Module, float], None] | None = None,
     progress=None,
     desc: str = "train",
+    device: Device = CPU,
 ) -> TrainResult:
-    """Train ``model`` in place and leave it at its best validation state.
+    """Train ``model`` in place and leave it at its best validation state (on the CPU).
 
     Args:
-        train_x/val_x: uint8 [N,C,H,W] at ``pre.image_size``; train_y/val_y: int64 [N].
+        train_data/val_data: stored examples (``pre`` turns a batch into model input).
+        groups: parameter names from input to output, the classifier last (the adapter's ``layer_groups``);
+            needed for ``freeze_stages``, ``gradual_unfreeze`` and ``layer_decay``. None: one group.
         teacher: distil from it when ``cfg.kd_alpha > 0`` (soft targets at ``cfg.kd_temperature``).
         after_step: called as ``after_step(model, progress)`` after each optimizer step (pruning schedules,
             masks); must keep the model trainable.
         progress: a slimship progress reporter (``.task(desc, total)`` → ``.advance(n)``), or None.
+        device: where to train and in which precision (the run's one :class:`Device`).
     """
     if cfg.epochs is None and cfg.seconds is None:
         raise ValueError("TrainConfig needs epochs or seconds")
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    groups = parameter_groups(model)
+    if groups is None:
+        if cfg.freeze_stages or cfg.gradual_unfreeze or cfg.layer_decay:
+            raise ValueError("freeze_stages, gradual_unfreeze and layer_decay need the model's layer groups")
+        groups = [[n for n, _ in model.named_parameters()]]
+    train_x, train_y = train_data.x, train_data.y
+    model = device.put(model)
+    if teacher is not None:
+        teacher = device.put(teacher)
 
     def set_trainable(first: int) -> None:
         set_trainable_(model, groups, first)
@@ -148,7 +184,7 @@ def train(
         p_time = elapsed / cfg.seconds if cfg.seconds else 0.0
         prog = min(1.0, max(p_steps, p_time))
         if next_eval < len(eval_points) and prog >= eval_points[next_eval] - 1e-9:
-            acc = accuracy(model, val_x, val_y, pre)
+            acc = accuracy(model, val_data, pre, device)
             history.append({"step": step, "progress": round(prog, 3), "val_accuracy": acc, "seconds": round(elapsed, 1)})
             if acc > best_acc:
                 best_acc, best_state = acc, copy.deepcopy(model.state_dict())
@@ -166,19 +202,21 @@ def train(
         if step % steps_per_epoch == 0:
             perm = torch.randperm(n, generator=gen)
         idx = perm[(step % steps_per_epoch) * bs : (step % steps_per_epoch + 1) * bs]
-        xb = to_model_input(augment(train_x[idx], gen, cfg.hflip, cfg.shift), pre)
-        yb = train_y[idx]
+        xb = device.put(pre.model_input(pre.augment(train_x[idx], gen, cfg.hflip, cfg.shift)))
+        yb = device.put(train_y[idx])
         lr = _lr_at(prog, cfg)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-        if teacher is not None and cfg.kd_alpha > 0:
-            with torch.no_grad():
-                t_logits = teacher(xb)
-            T = cfg.kd_temperature
-            kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True, reduction="batchmean")
-            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
+        with device.autocast():
+            logits = model(xb).float()
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            if teacher is not None and cfg.kd_alpha > 0:
+                with torch.no_grad():
+                    t_logits = teacher(xb).float()
+                T = cfg.kd_temperature
+                kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True,
+                              reduction="batchmean")
+                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -20,7 +20,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
-from slimship.errors import SlimshipError
+from slimship.core.errors import SlimshipError
 
 T = TypeVar("T")
 

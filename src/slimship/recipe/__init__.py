@@ -10,10 +10,10 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from slimship.compress import METHODS
-from slimship.errors import RecipeError
+from slimship.core.errors import RecipeError
 
 RECIPE_VERSION = 1
 
@@ -36,6 +36,7 @@ class Budget(_Strict):
 
 
 class ModelSection(_Strict):
+    kind: str = Field("timm-image", description="the model kind (slimship list): how to build, train and export it")
     architecture: str
     weights: str | None = Field(None, description="weight package name, .safetensors/.pth path, or none")
     trust_pickle: bool = False
@@ -107,23 +108,21 @@ class TransferSection(_Strict):
         return self
 
 
-# The step union is built from the method registry, so registering a method makes it usable in recipes.
-CompressStep = Annotated[Union[tuple(e.obj.config for e in METHODS.list())], Field(discriminator="method")]
-
-
 class Candidate(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-    steps: list[CompressStep] = Field(min_length=1)
+    # Each step is one registered method's config; the union is built from the registry when a recipe is parsed
+    # (see _schema), so a method registered after import is usable in recipes too.
+    steps: list[Any] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _int8_last(self):
+    def _order(self):
         for s in self.steps[:-1]:
             if METHODS.get(s.method).terminal:
                 raise ValueError(f"{s.method} produces the deploy graph and must be the last step of a candidate")
         for s in self.steps[1:]:
-            if getattr(s, "order", None) == "before_transfer":
-                raise ValueError("an unstructured step with order before_transfer starts from the pretrained model "
-                                 "and must be the first step of a candidate")
+            if getattr(s, "starts_from_source", False):
+                raise ValueError(f"a {s.method} step that starts from the pretrained model must be the first step of "
+                                 "a candidate")
         return self
 
 
@@ -197,7 +196,7 @@ def format_validation_error(e: ValidationError, where: str = "recipe") -> str:
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(Recipe, loc[:-1])
+            allowed = _allowed_fields(_schema(), loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             msgs.append(f"unknown field {path!r}{hint}; allowed here: {', '.join(allowed)}")
@@ -210,11 +209,26 @@ def format_validation_error(e: ValidationError, where: str = "recipe") -> str:
     return f"{where}: " + "; ".join(msgs)
 
 
+_SCHEMAS: dict[tuple[str, ...], type[Recipe]] = {}
+
+
+def _schema() -> type[Recipe]:
+    """The Recipe class whose compress steps are the union of the methods registered now (cached per set)."""
+    names = tuple(METHODS.names())
+    if names not in _SCHEMAS:
+        configs = tuple(METHODS.get(n).config for n in names)
+        step = Annotated[Union[configs], Field(discriminator="method")] if len(configs) > 1 else configs[0]
+        candidate = create_model("Candidate", __base__=Candidate, steps=(list[step], Field(min_length=1)))
+        section = create_model("CompressSection", __base__=CompressSection, candidates=(list[candidate], []))
+        _SCHEMAS[names] = create_model("Recipe", __base__=Recipe, compress=(section, section()))
+    return _SCHEMAS[names]
+
+
 def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: expected a mapping of sections (model, data, transfer, compress), got {type(data).__name__}")
     try:
-        return Recipe.model_validate(data)
+        return _schema().model_validate(data)
     except ValidationError as e:
         raise RecipeError(format_validation_error(e, where)) from None
 

@@ -1,0 +1,73 @@
+"""Recovery fine-tuning, shared by every method that changes weights: a distilled fine-tune from the dense model
+on the one training loop, leaving alone what earlier steps fixed.
+
+Layers whose weight values a step fixed (k-means codebooks, weight-only grids) are listed in
+``notes["fixed_layers"]``; every later recovery leaves those weights alone, so a later step never undoes an
+earlier one (sharing and grids survive; their zeros survive anyway).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from slimship.compress.base import CompressContext, ModelState
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class Recovery(BaseModel):
+    """The distilled fine-tune after a compression step (a pruning method splits it over its rounds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    seconds: float | None = Field(90.0, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    kd_alpha: float = Field(0.7, ge=0, le=1)
+    kd_temperature: float = Field(2.0, gt=0)
+
+
+def fixed_weights(state: ModelState) -> frozenset[str]:
+    """Parameter names earlier steps fixed (never trained again)."""
+    return frozenset(f"{n}.weight" for n in state.notes.get("fixed_layers", []))
+
+
+def with_fixed(notes: dict, layers) -> dict:
+    """``notes`` with ``layers`` added to the fixed ones."""
+    return {**notes, "fixed_layers": sorted(set(notes.get("fixed_layers", [])) | set(layers))}
+
+
+def recovery_config(rec: Recovery, ctx: CompressContext, frozen: frozenset[str] = frozenset(), *,
+                    share: int = 1, seed_offset: int = 0):
+    """The trainer config of a recovery: ``1/share`` of its budget (a method that recovers in rounds)."""
+    from slimship.transfer.trainer import TrainConfig
+
+    # evals=1: the state kept is the final one, with the final masks/codebooks (an earlier "best" state would
+    # predate the last pruning increment).
+    return TrainConfig(seconds=rec.seconds / share if rec.seconds else None,
+                       epochs=rec.epochs / share if rec.epochs else None, lr=rec.lr, kd_alpha=rec.kd_alpha,
+                       kd_temperature=rec.kd_temperature, warmup=0.02, evals=1, seed=ctx.seed + seed_offset,
+                       bn="frozen", frozen=frozen)
+
+
+def recover(model: nn.Module, cfg, ctx: CompressContext, desc: str,
+            after_step: Callable[[nn.Module, float], None] | None = None):
+    """Distil the dense teacher into ``model`` (in place) with trainer config ``cfg``; returns the TrainResult."""
+    from slimship.transfer.trainer import train
+
+    return train(model, ctx.train, ctx.val, ctx.pre, cfg, teacher=ctx.teacher, after_step=after_step,
+                 progress=ctx.progress, desc=desc, device=ctx.device)
+
+
+def recover_keeping_zeros(model: nn.Module, keep_zero: dict, handled, rec: Recovery, ctx: CompressContext,
+                          desc: str, frozen: frozenset[str] = frozenset()):
+    """Distilled recovery of a model whose layers in ``handled`` keep their own structure (parametrized
+    codebooks / grids); pruned zeros of the other layers are re-applied after every step."""
+    from slimship.compress.sparsity import apply_masks_
+
+    mods = dict(model.named_modules())
+    rest = {n: m for n, m in keep_zero.items() if n not in handled}  # pruned, but left alone by this method
+    return recover(model, recovery_config(rec, ctx, frozen), ctx, desc,
+                   after_step=lambda m, p: apply_masks_(mods, rest))

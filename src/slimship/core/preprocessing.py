@@ -1,0 +1,53 @@
+"""The preprocessing contract: how stored examples become model inputs, the same way in training, evaluation,
+prediction and inside a package.
+
+A kind of input (images today) implements :class:`Preprocessing` and registers its class in
+:data:`PREPROCESSINGS` under its ``kind``; a package stores ``to_dict()`` and :func:`preprocessing_from_dict`
+rebuilds it. The data layer registers the built-in kinds when ``slimship.data`` is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from slimship.core.errors import PackageError
+from slimship.core.registry import Registry
+
+
+class Preprocessing(Protocol):
+    kind: str
+
+    def to_dict(self) -> dict: ...
+
+    def describe(self) -> str:
+        """A few words for logs ("resized to 64x64")."""
+
+    def summary(self) -> dict:
+        """Headline figures recorded with a run's data set ({"image_size": 64})."""
+
+    def prepare(self, raw: Any) -> Any:
+        """Examples as the data sources deliver them → stored rows (a torch batch) at the model's input size."""
+
+    def model_input(self, batch: Any) -> Any:
+        """Stored examples (a torch batch) → the model's float input (torch)."""
+
+    def model_input_np(self, batch: Any) -> Any:
+        """numpy twin of :meth:`model_input`, for runtimes."""
+
+    def random_rows(self, n: int, rng: Any) -> Any:
+        """``n`` random stored rows (numpy) drawn with ``rng``: inputs for checking that two graphs agree."""
+
+    def augment(self, batch: Any, generator: Any, hflip: bool, shift: int) -> Any:
+        """Training-time jitter of stored examples (kinds without augmentation return ``batch``)."""
+
+
+PREPROCESSINGS: Registry[type] = Registry("preprocessing kind")
+
+
+def preprocessing_from_dict(d: dict) -> Preprocessing:
+    """Rebuild a preprocessing from its ``to_dict()`` (a dict without ``kind`` is an image one: packages written
+    before kinds existed). Raises PackageError for an unknown kind."""
+    kind = d.get("kind", "image")
+    if kind not in PREPROCESSINGS:
+        raise PackageError(f"unknown preprocessing kind {str(kind)[:40]!r}: upgrade slimship to read this package")
+    return PREPROCESSINGS.get(kind).from_dict(d)

@@ -1,0 +1,71 @@
+"""The data stage: a recipe's ``data`` section in, the task's train / validation / test examples out, stored
+the way the model's preprocessing expects them (images resized once to the input size)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from slimship.core.preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Stored examples: ``x`` [N, ...] (uint8 images at the model's input size) and int64 labels ``y`` [N],
+    as torch tensors. The preprocessing turns a batch of ``x`` into model input."""
+
+    x: Any
+    y: Any
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx) -> "Examples":
+        return Examples(self.x[idx], self.y[idx])
+
+
+@dataclass
+class TaskData:
+    """What every later stage trains and judges on. ``fingerprint`` hashes the training and validation bytes,
+    so editing the data invalidates cached stage results."""
+
+    train: Examples
+    val: Examples
+    test: Examples
+    class_names: list[str]
+    channels: int
+    info: dict = field(default_factory=dict)
+    fingerprint: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def load_task_data(section: Any, *, seed: int) -> Any:
+    """Load and split the source a recipe's ``data`` section names (raw examples, before preprocessing).
+    Raises DataError for bad input."""
+    from slimship.data.sources import load_dataset
+    from slimship.data.split import stratified_subsample
+
+    splits = load_dataset(section.source, test=section.test, val_fraction=section.val_fraction,
+                          test_fraction=section.test_fraction, train_limit=section.train_limit,
+                          test_limit=section.test_limit, seed=seed)
+    if section.val_limit and len(splits.val) > section.val_limit:
+        splits.val = splits.val.subset(stratified_subsample(splits.val.labels, section.val_limit, seed))
+        splits.info.setdefault("sizes", {})["val"] = len(splits.val)
+    return splits
+
+
+def prepare_task_data(splits: Any, pre: Preprocessing) -> TaskData:
+    """Store every split as ``pre`` expects it and fingerprint what training and decisions will see."""
+    import torch
+
+    ex = [Examples(pre.prepare(s.images), torch.from_numpy(s.labels.astype("int64")))
+          for s in (splits.train, splits.val, splits.test)]
+    h = hashlib.sha256()
+    for t in (ex[0].x, ex[0].y, ex[1].x, ex[1].y):
+        h.update(t.numpy().tobytes())
+    return TaskData(*ex, class_names=splits.class_names, channels=splits.channels, info=splits.info,
+                    fingerprint=h.hexdigest())
