@@ -23,6 +23,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # (this machine kind's pip config lists local index folders that do not all exist; drop that noise)
   quiet() { "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
   quiet .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-  quiet .venv/bin/python -m pip install -q -e ".[weights,test]"
+  quiet .venv/bin/python -m pip install -q -e ".[all,test]"
   echo "$want" > "$stamp"
 fi

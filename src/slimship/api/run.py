@@ -30,7 +30,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     from slimship.compress.pipeline import compress
     from slimship.core.device import resolve_device
     from slimship.data.task import load_task_data, prepare_task_data
-    from slimship.models.adapter import adapter_for
+    from slimship.models.kinds import adapter_for
     from slimship.transfer import TransferInputs, transfer
 
     out = _output_folder(out, fresh)

@@ -1,6 +1,7 @@
-"""slimship list: what data sources, model sources, transfer strategies and compression methods exist."""
+"""slimship list: what data sources, model kinds and sources, transfer strategies, compression methods and
+runtimes exist (each read from its registry)."""
 
-HELP = "list data sources, model sources, transfer strategies and compression methods"
+HELP = "list data sources, model kinds and sources, transfer strategies, compression methods and runtimes"
 
 
 def add_arguments(p) -> None:
@@ -11,11 +12,16 @@ def run(args) -> int:
     import json
 
     from slimship.compress import METHODS
+    from slimship.core.runtime import RUNTIMES
     from slimship.data import SOURCES
+    from slimship.models.adapter import MODEL_KINDS
+    from slimship.models.kinds import load_builtin_kinds
     from slimship.models.weights import WEIGHT_PACKAGES
 
+    load_builtin_kinds()
     sections = {
         "data sources": [(e.name, e.help) for e in SOURCES.list()],
+        "model kinds": [(e.name, e.help) for e in MODEL_KINDS.list()],
         "model sources": [("timm:<architecture>", "any timm architecture by name (random init or weights below)"),
                           ("<file>.safetensors", "local safetensors state_dict (native or foreign layout)"),
                           ("<file>.pth/.pt/.bin", "local torch state_dict, loaded tensors-only; pickles need trust_pickle")]
@@ -27,6 +33,7 @@ def run(args) -> int:
             ("scratch", "baseline beside every run: same architecture, random init, same budget"),
         ],
         "compression methods": [(e.name, e.help) for e in METHODS.list()],
+        "runtimes": [(e.name, e.help + ("" if e.obj.available() else " (not installed)")) for e in RUNTIMES.list()],
     }
     if args.json:
         print(json.dumps({k: [{"name": n, "help": h} for n, h in v] for k, v in sections.items()}, indent=2))

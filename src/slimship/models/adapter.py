@@ -9,7 +9,7 @@ factory in :data:`MODEL_KINDS`; a recipe's ``model.kind`` picks it. Example (a h
         return TorchvisionAdapter(section.architecture, section.image_size)
 
 and ``TorchvisionAdapter`` implements the methods below (see :class:`slimship.models.timm_image.TimmImageAdapter`
-for the first implementation).
+for the first implementation); :mod:`slimship.models.kinds` imports the built-in kinds.
 """
 
 from __future__ import annotations
@@ -71,10 +71,3 @@ class ModelAdapter(Protocol):
 
 
 MODEL_KINDS: Registry[Callable[[Any], ModelAdapter]] = Registry("model kind")
-
-
-def adapter_for(section: Any) -> ModelAdapter:
-    """The adapter for a recipe's ``model`` section (``section.kind`` names its registered factory)."""
-    from slimship.models import timm_image  # noqa: F401  (registers the built-in kind)
-
-    return MODEL_KINDS.get(section.kind)(section)

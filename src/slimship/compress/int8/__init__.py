@@ -11,32 +11,11 @@ calibration method / range / kept-fp32 layers scored on the validation split, ne
 
 from __future__ import annotations
 
-from typing import Callable, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Callable
 
 from slimship.compress.base import CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, recover, recovery_config
-
-
-class Int8Config(BaseModel):
-    """int8 post-training quantization for ONNX Runtime; list-valued fields are searched, best on validation wins.
-
-    ``reduce_range`` (7-bit weights) matters on CPUs without VNNI, where ORT's u8s8 kernels can saturate:
-    on an AVX2-only machine it was worth +1.8 points for EfficientNet-Lite0 on Fashion-MNIST.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["int8"] = "int8"
-    calibration: list[Literal["minmax", "percentile", "entropy"]] = ["minmax", "percentile"]
-    keep_fp32: list[Literal["none", "first_last"]] = ["none"]
-    reduce_range: list[bool] = [True]
-    per_channel: bool = True
-    calibration_images: int = Field(512, ge=32)
-    percentile: float = Field(99.999, gt=90, le=100)
-    # quantization-aware fine-tune of the chosen int8 graph (slimship.compress.qat); kept only if it scores
-    # better on validation
-    qat: Recovery | None = None
+from slimship.compress.int8.config import Int8Config
+from slimship.compress.recovery import recover, recovery_config
 
 
 def _val_scorer(ctx: CompressContext) -> Callable[[bytes], float]:

@@ -14,7 +14,7 @@ import numpy as np
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
-    from slimship.compress.int8 import Int8Config
+    from slimship.compress.int8.config import Int8Config
 
 
 @dataclass
