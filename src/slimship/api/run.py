@@ -50,11 +50,13 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
         # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
         base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint)
-        transferred = transfer(TransferInputs(recipe.transfer, recipe.seed, adapter, built.model, data, pre, cache,
-                                              base_key, rep, device))
+        transferred = transfer(TransferInputs(section=recipe.transfer, seed=recipe.seed, adapter=adapter,
+                                              pretrained=built.model, data=data, pre=pre, cache=cache,
+                                              base_key=base_key, reporter=rep, device=device))
         ref = transferred.reference
-        ctx = CompressContext(adapter, data.train, data.val, pre, ref.model, data.num_classes, rep.log, rep,
-                              recipe.seed, device, source=built.model)
+        ctx = CompressContext(adapter=adapter, train=data.train, val=data.val, pre=pre, teacher=ref.model,
+                              num_classes=data.num_classes, log=rep.log, progress=rep, seed=recipe.seed,
+                              device=device, source=built.model)
         compressed = compress(recipe.compress.candidates, ctx, cache, ref.key)
         metrics = _measure_and_package([*transferred.models, *compressed], ref.name, recipe, rd, adapter, data, pre,
                                        out, rep)

@@ -14,6 +14,8 @@ from typing import Any
 from slimship.compress.base import CompressContext, ModelState, apply_step
 from slimship.core.cache import StageCache, stage_key
 
+__all__ = ["ChainRunner", "CompressedModel", "compress", "compress_chain"]
+
 
 @dataclass
 class CompressedModel:
@@ -85,9 +87,6 @@ def compress(candidates: list, ctx: CompressContext, cache: StageCache, dense_ke
     """Every candidate of a recipe's ``compress`` section (in order)."""
     runner = ChainRunner(ctx, cache, dense_key)
     return [runner.run(c.steps, c.name) for c in candidates]
-
-
-__all__ = ["ChainRunner", "CompressedModel", "compress", "compress_chain"]
 
 
 def compress_chain(steps: list, ctx: CompressContext, cache: StageCache, dense_key: str,
