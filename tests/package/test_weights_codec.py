@@ -1,4 +1,5 @@
-"""The weights codec's qint encoding: found from the values alone, bit-exact, and every damaged entry refused."""
+"""The weights codec: one small class per encoding, the qint encoding found from the values alone, bit-exact,
+and every damaged entry refused."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from hypothesis import strategies as st
 
 from slimship.compress.weight_only import WeightOnlyConfig, block_scales, fake_quant
 from slimship.core.errors import PackageError
-from slimship.package.weights_codec import MAGIC, _pack_bits, _unpack_bits, decode_graph, decode_tensor, encode_tensor
+from slimship.package.bits import pack_bits, unpack_bits
+from slimship.package.weights_codec import (
+    CODECS,
+    MAGIC,
+    TensorCodec,
+    decode_graph,
+    decode_tensor,
+    encode_graph,
+    encode_tensor,
+)
 
 FUZZ = settings(deadline=None, database=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 
@@ -73,8 +83,8 @@ def test_bit_packing_fast_paths_match_the_general_one(nbits):
     v = np.random.default_rng(nbits).integers(0, 2 ** nbits, 1001).astype(np.uint32)
     bits = ((v[:, None] >> np.arange(nbits, dtype=np.uint32)) & 1).astype(np.uint8)
     general = np.packbits(bits.reshape(-1), bitorder="little").tobytes()
-    assert _pack_bits(v, nbits) == general
-    assert np.array_equal(_unpack_bits(general, v.size, nbits), v)
+    assert pack_bits(v, nbits) == general
+    assert np.array_equal(unpack_bits(general, v.size, nbits), v)
 
 
 def _valid():
@@ -154,3 +164,87 @@ def test_fuzzed_weights_blobs_are_refused_with_package_error(data):
         blob[i] = data.draw(st.integers(0, 255))
     with pytest.raises(PackageError):  # and nothing else: a hostile blob must never surface as another error
         decode_graph(b"", bytes(blob))  # even intact, the blob does not fit the empty graph: always PackageError
+
+
+# ---- one class per encoding ----------------------------------------------------------------------------------
+
+
+def _one_of_each() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    sparse = rng.standard_normal((40, 40)).astype(np.float32)
+    sparse[rng.random(sparse.shape) < 0.8] = 0
+    shared = rng.standard_normal(6).astype(np.float32)[rng.integers(0, 6, (40, 40))]
+    scales = (rng.random((48, 7)) + 0.5).astype(np.float16).astype(np.float32)  # int4 codes, a scale per 16
+    qint = rng.integers(-7, 8, (48, 100)).astype(np.float32) * np.repeat(scales, 16, axis=1)[:, :100]
+    return {
+        "raw": rng.standard_normal((40, 40)).astype(np.float32),
+        "sparse": sparse,
+        "shared": shared,
+        "half": rng.standard_normal(1000).astype(np.float16).astype(np.float32),
+        "qint": qint,
+    }
+
+
+def test_every_registered_codec_round_trips_and_is_picked_where_smallest():
+    cases = _one_of_each()
+    assert list(CODECS) == ["raw", "sparse", "shared", "half", "qint"]  # the order decides ties
+    assert set(cases) == set(CODECS) and all(isinstance(c, TensorCodec) for c in CODECS.values())
+    for name, a in cases.items():
+        e, back = round_trip(a)
+        assert e["enc"] == name and same_bits(back, a)
+        for codec in CODECS.values():  # every codec that takes the tensor gives it back bit for bit
+            got = codec.encode(a)
+            if got is not None:
+                entry, chunks = got
+                assert entry["enc"] == codec.name
+                assert same_bits(codec.decode(entry, chunks, a.shape, a.size), a)
+
+
+# SHA-256 of the weights blob of _one_of_each(), as written before the codecs became classes (commit 4f20711)
+BLOB_SHA256 = "ac6a15f46bfa86948f232729bd1441dfb373fbee00c4bd14ea06ceade6f09f72"
+
+
+def test_weights_blob_layout_is_unchanged():
+    """The bytes of weights.bin are part of the format: any change to what is written shows here."""
+    import hashlib
+
+    import onnx
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(a, name) for name, a in _one_of_each().items()]
+    model = helper.make_model(helper.make_graph([], "g", [], [], inits)).SerializeToString()
+    skeleton, blob, info = encode_graph(model)
+    assert hashlib.sha256(blob).hexdigest() == BLOB_SHA256
+    assert info == {"shared": 1, "sparse": 1, "qint": 1, "half": 1, "raw": 1, "bytes": info["bytes"]}
+    assert onnx.load_from_string(decode_graph(skeleton, blob)) == onnx.load_from_string(model)
+
+
+def test_unknown_encoding_asks_for_an_upgrade():
+    e, chunks = _valid()
+    with pytest.raises(PackageError, match="unknown encoding 'zeros': upgrade slimship"):
+        decode_tensor({**e, "enc": "zeros"}, chunks)
+
+
+class _ZerosCodec(TensorCodec):  # the example of TensorCodec's docstring
+    name = "zeros"
+
+    def encode(self, a):
+        return None if a.view(np.uint32).any() else ({"enc": self.name}, [])
+
+    def decode(self, e, chunks, shape, n):
+        if chunks:
+            raise PackageError("weights blob is corrupted: zeros tensor with data")
+        return np.zeros(shape, np.float32)
+
+
+def test_a_new_encoding_is_one_class(monkeypatch):
+    from onnx import helper, numpy_helper
+
+    monkeypatch.setitem(CODECS, "zeros", _ZerosCodec())
+    a = np.zeros((30, 30), np.float32)
+    model = helper.make_model(helper.make_graph([], "g", [], [], [numpy_helper.from_array(a, "z")]))
+    skeleton, blob, info = encode_graph(model.SerializeToString())
+    assert info["zeros"] == 1 and info["bytes"] == {"zeros": 0}
+    assert decode_graph(skeleton, blob) == model.SerializeToString()
+    e, _ = encode_tensor(np.full((30, 30), -0.0, np.float32))  # -0.0 is not zero bits: another encoding
+    assert e["enc"] != "zeros"

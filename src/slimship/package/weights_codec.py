@@ -1,21 +1,23 @@
 """Compressed weight encoding inside a package: sparse bitmasks, bit-packed cluster indices, codebooks.
 
-A graph's float initializers are stored in the smallest exact form that fits them:
+A graph's float initializers are stored in the smallest exact form that fits them. Each form is one
+:class:`TensorCodec` in :data:`CODECS`:
 
+* ``raw``: float32 as is; always possible.
+* ``sparse``: many zeros but unshared values → bitmask + the nonzero float32 values.
 * ``shared``: at most 256 distinct nonzero values (k-means weight sharing) → a codebook of the values, a
   bitmask of nonzero positions (if any are zero) and ``ceil(log2 k)``-bit indices of the nonzeros, packed.
+* ``half``: every value is exactly a float16 (the BatchNorm affines of compressed packages) → float16 bytes.
 * ``qint``: symmetric integer codes times a float scale per block (weight-only int8/int4 quantization) → the
   scales (float16 where that is exact, else float32), an optional bitmask, and the codes, bit-packed. Found
   from the values alone (see :func:`_qint_fit`), so any exporter layout works, including the transposed
   weights ONNX MatMuls hold.
-* ``sparse``: many zeros but unshared values → bitmask + the nonzero float32 values.
-* ``half``: every value is exactly a float16 (the BatchNorm affines of compressed packages) → float16 bytes.
-* ``raw``: everything else, float32 as is.
 
-The container then entropy-codes the whole blob (lzma/zlib, whichever is smaller; see package-format.md).
-Decoding is exact: the decoded tensors are bit-identical to the encoded ones, and the ONNX graph they are
-put back into is the one measured. Every declared size is checked against the blob before anything is
-allocated, so a hostile blob is refused with PackageError rather than exhausting memory.
+Bitmasks and packed codes use the one bit order of :mod:`slimship.package.bits` (little-endian). The container
+then entropy-codes the whole blob (lzma/zlib, whichever is smaller; see package-format.md). Decoding is exact:
+the decoded tensors are bit-identical to the encoded ones, and the ONNX graph they are put back into is the one
+measured. Every declared size is checked against the blob before anything is allocated, so a hostile blob is
+refused with PackageError rather than exhausting memory.
 """
 
 from __future__ import annotations
@@ -27,36 +29,159 @@ import struct
 import numpy as np
 
 from slimship.core.errors import PackageError
+from slimship.package.bits import pack_bits, pack_mask, packed_size, unpack_bits, unpack_mask
 
 MAGIC = b"SLW1"
 MAX_ELEMENTS = 1 << 31  # per tensor
 MIN_ENCODE = 256  # smaller tensors stay inside the graph
 
-
-def _pack_bits(values: np.ndarray, nbits: int) -> bytes:
-    """Pack unsigned ints < 2**nbits, little-endian bit order, into bytes."""
-    if values.size == 0:
-        return b""
-    if nbits == 8:  # fast paths, same bytes as the general case
-        return values.astype(np.uint8).tobytes()
-    if nbits == 4:
-        v = np.append(values.astype(np.uint8), np.uint8(0)) if values.size % 2 else values.astype(np.uint8)
-        return (v[0::2] | (v[1::2] << 4)).tobytes()
-    bits = ((values[:, None] >> np.arange(nbits, dtype=values.dtype)) & 1).astype(np.uint8)
-    return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+Encoded = tuple[dict, list[bytes]]  # (entry without name/shape/lengths, chunks)
 
 
-def _unpack_bits(data: bytes, count: int, nbits: int) -> np.ndarray:
-    need = math.ceil(count * nbits / 8)
+class TensorCodec:
+    """One exact encoding of a float32 tensor in a weights blob; an entry's ``"enc"`` names its codec.
+
+    ``encode(a)`` returns ``(entry, chunks)`` (the entry holds ``"enc"`` and the codec's own keys; the caller adds
+    ``name``, ``shape`` and ``lengths``), or None where this encoding cannot hold ``a`` exactly.
+    ``decode(e, chunks, shape, n)`` returns the float32 tensor of ``shape`` (``n`` entries, already bounded by
+    :data:`MAX_ELEMENTS`). It must check every length against ``n`` before allocating anything the size of the
+    tensor, and raise PackageError for anything inconsistent; a missing key or a value of the wrong type may
+    surface as KeyError/TypeError/ValueError, which :func:`decode_tensor` reports as a malformed header.
+
+    A new encoding is one subclass added to :data:`CODECS`, e.g. all-zero tensors stored as nothing::
+
+        class ZerosCodec(TensorCodec):
+            name = "zeros"
+
+            def encode(self, a):
+                return None if a.view(np.uint32).any() else ({"enc": self.name}, [])  # -0.0 is not +0.0
+
+            def decode(self, e, chunks, shape, n):
+                if chunks:
+                    raise PackageError("weights blob is corrupted: zeros tensor with data")
+                return np.zeros(shape, np.float32)
+    """
+
+    name: str = ""
+
+    def encode(self, a: np.ndarray) -> Encoded | None:
+        raise NotImplementedError
+
+    def decode(self, e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _nonzeros(flat: np.ndarray) -> tuple[np.ndarray, int, bytes]:
+    """(nonzero flags, their count, the bitmask chunk: empty when every entry is nonzero)."""
+    nz = flat != 0
+    nnz = int(nz.sum())
+    return nz, nnz, pack_mask(nz) if nnz < flat.size else b""
+
+
+def _nnz(e: dict, n: int) -> int:
+    nnz = int(e["nnz"])
+    if not 0 <= nnz <= n:
+        raise PackageError("weights blob is corrupted: impossible nonzero count")
+    return nnz
+
+
+def _mask_of(chunk: bytes, nnz: int, n: int) -> np.ndarray:
+    """The nonzero positions of a tensor: its bitmask chunk, or every position when the chunk is empty."""
+    if not chunk:
+        if nnz != n:
+            raise PackageError("weights blob is corrupted: dense tensor with a nonzero count that differs")
+        return np.ones(n, bool)
+    if len(chunk) != packed_size(n, 1):
+        raise PackageError("weights blob is corrupted: bitmask length does not match the tensor shape")
+    m = unpack_mask(chunk, n)
+    if int(m.sum()) != nnz:
+        raise PackageError("weights blob is corrupted: bitmask does not match the declared nonzero count")
+    return m
+
+
+def _unpack_codes(data: bytes, count: int, nbits: int) -> np.ndarray:
+    need = packed_size(count, nbits)
     if len(data) != need:
         raise PackageError(f"weights blob is corrupted: {len(data)} index bytes where {need} were declared; re-create the package")
-    raw = np.frombuffer(data, np.uint8)
-    if nbits == 8:
-        return raw.astype(np.uint32)
-    if nbits == 4:
-        return np.stack([raw & 15, raw >> 4], 1).reshape(-1)[:count].astype(np.uint32)
-    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[: count * nbits].reshape(count, nbits)
-    return (bits.astype(np.uint32) << np.arange(nbits, dtype=np.uint32)).sum(1)
+    return unpack_bits(data, count, nbits)
+
+
+class RawCodec(TensorCodec):
+    name = "raw"
+
+    def encode(self, a: np.ndarray) -> Encoded:
+        return {"enc": self.name}, [a.reshape(-1).astype(np.float32).tobytes()]
+
+    def decode(self, e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+        if len(chunks) != 1 or len(chunks[0]) != 4 * n:
+            raise PackageError("weights blob is corrupted: raw tensor of the wrong length")
+        return np.frombuffer(chunks[0], np.float32).reshape(shape).copy()
+
+
+class SparseCodec(TensorCodec):
+    name = "sparse"
+
+    def encode(self, a: np.ndarray) -> Encoded | None:
+        flat = a.reshape(-1)
+        nz, nnz, mask = _nonzeros(flat)
+        if not mask:
+            return None
+        return {"enc": self.name, "nnz": nnz}, [mask, flat[nz].astype(np.float32).tobytes()]
+
+    def decode(self, e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+        nnz = _nnz(e, n)
+        # the value length is checked before the tensor is allocated: a declared shape cannot make the reader
+        # allocate more than the blob's own size justifies
+        if len(chunks) != 2 or len(chunks[1]) != 4 * nnz:
+            raise PackageError("weights blob is corrupted: sparse values of the wrong length")
+        keep = _mask_of(chunks[0], nnz, n)
+        out = np.zeros(n, np.float32)
+        out[keep] = np.frombuffer(chunks[1], np.float32)
+        return out.reshape(shape)
+
+
+class SharedCodec(TensorCodec):
+    name = "shared"
+
+    def encode(self, a: np.ndarray) -> Encoded | None:
+        flat = a.reshape(-1)
+        nz, nnz, mask = _nonzeros(flat)
+        uniq, inv = np.unique(flat[nz], return_inverse=True)
+        if not 0 < len(uniq) <= 256:
+            return None
+        nbits = max(1, math.ceil(math.log2(len(uniq))))
+        chunks = [uniq.astype(np.float32).tobytes(), mask, pack_bits(inv.astype(np.uint32), nbits)]
+        return {"enc": self.name, "k": int(len(uniq)), "nbits": nbits, "nnz": nnz}, chunks
+
+    def decode(self, e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+        nnz = _nnz(e, n)
+        k, nbits = int(e["k"]), int(e["nbits"])
+        if not (1 <= k <= 256 and 1 <= nbits <= 8 and len(chunks) == 3 and len(chunks[0]) == 4 * k):
+            raise PackageError("weights blob is corrupted: bad codebook")
+        codebook = np.frombuffer(chunks[0], np.float32)
+        idx = _unpack_codes(chunks[2], nnz, nbits)  # length checked first: at most nnz indices
+        if idx.size and int(idx.max()) >= k:
+            raise PackageError("weights blob is corrupted: cluster index out of range")
+        keep = _mask_of(chunks[1], nnz, n)
+        out = np.zeros(n, np.float32)
+        out[keep] = codebook[idx]
+        return out.reshape(shape)
+
+
+class HalfCodec(TensorCodec):
+    name = "half"
+
+    def encode(self, a: np.ndarray) -> Encoded | None:
+        flat = a.reshape(-1)
+        half = flat.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32).view(np.uint32), flat.astype(np.float32).view(np.uint32)):
+            return None  # not bit-exact
+        return {"enc": self.name}, [half.tobytes()]
+
+    def decode(self, e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+        if len(chunks) != 1 or len(chunks[0]) != 2 * n:
+            raise PackageError("weights blob is corrupted: float16 tensor of the wrong length")
+        return np.frombuffer(chunks[0], np.float16).astype(np.float32).reshape(shape)
 
 
 # ---- qint: integer codes times a scale per block ------------------------------------------------------------
@@ -115,13 +240,18 @@ def _qint_fit(x2: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, int] 
     return codes.reshape(rows, -1)[:, :cols], scales.reshape(-1), nbits
 
 
-def _encode_qint(a: np.ndarray) -> list[tuple[dict, list[bytes]]]:
-    """The smallest exact qint form of ``a`` for each layout that has one (checked by decoding)."""
-    flat = a.reshape(-1)
-    if a.ndim < 2 or not np.isfinite(flat).all():  # vectors: a scale per entry never beats raw
-        return []
-    out = []
-    for layout in ("rows", "cols") if a.ndim == 2 else ("rows",):
+class QintCodec(TensorCodec):
+    name = "qint"
+
+    def encode(self, a: np.ndarray) -> Encoded | None:
+        """The smallest exact qint form of ``a`` over the layouts that have one (each checked by decoding)."""
+        flat = a.reshape(-1)
+        if a.ndim < 2 or not np.isfinite(flat).all():  # vectors: a scale per entry never beats raw
+            return None
+        found = [f for layout in (("rows", "cols") if a.ndim == 2 else ("rows",)) if (f := self._fit(a, layout))]
+        return min(found, key=lambda o: sum(len(c) for c in o[1])) if found else None
+
+    def _fit(self, a: np.ndarray, layout: str) -> Encoded | None:
         x2 = _rows_of(a, layout)
         cols = x2.shape[1]
         # Probe a few rows first (float weights are refused in microseconds): a fit for some block length implies
@@ -140,7 +270,7 @@ def _encode_qint(a: np.ndarray) -> list[tuple[dict, list[bytes]]]:
                 if fit is not None:
                     break
         if fit is None:
-            continue
+            return None
         codes2, scales, nbits = fit
         codes = (codes2 if layout == "rows" else codes2.T).reshape(-1)  # back in the tensor's own order
         half = scales.astype(np.float16)
@@ -149,137 +279,80 @@ def _encode_qint(a: np.ndarray) -> list[tuple[dict, list[bytes]]]:
         nz = codes != 0
         nnz = int(nz.sum())
         offset = (1 << (nbits - 1)) - 1
-        e = {"enc": "qint", "nbits": nbits, "block": int(block), "layout": layout,
+        e = {"enc": self.name, "nbits": nbits, "block": int(block), "layout": layout,
              "scale": "f16" if exact16 else "f32", "nnz": nnz}
-        dense = [sc, b"", _pack_bits((codes + offset).astype(np.uint32), nbits)]
-        masked = [sc, np.packbits(nz, bitorder="little").tobytes(), _pack_bits((codes[nz] + offset).astype(np.uint32), nbits)]
+        dense = [sc, b"", pack_bits((codes + offset).astype(np.uint32), nbits)]
+        masked = [sc, pack_mask(nz), pack_bits((codes[nz] + offset).astype(np.uint32), nbits)]
         chunks = min(dense, masked, key=lambda cs: sum(len(c) for c in cs))
-        if np.array_equal(_decode_qint({**e, "shape": list(a.shape)}, chunks, a.shape, a.size).reshape(-1), flat):
-            out.append((e, chunks))
-    return out
+        if not np.array_equal(self.decode(e, chunks, a.shape, a.size).reshape(-1), a.reshape(-1)):
+            return None
+        return e, chunks
+
+    def decode(self, e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
+        nnz = _nnz(e, n)
+        nbits, block, layout, scale = int(e["nbits"]), int(e["block"]), e["layout"], e["scale"]
+        if not (2 <= nbits <= 8 and len(chunks) == 3 and layout in ("rows", "cols") and scale in ("f16", "f32")
+                and n > 0 and (layout == "rows" or len(shape) == 2)):
+            raise PackageError("weights blob is corrupted: bad qint tensor description; re-create the package")
+        rows = (shape[0] if shape else 1) if layout == "rows" else shape[1]
+        cols = n // rows
+        if not 1 <= block <= cols:
+            raise PackageError("weights blob is corrupted: qint block length does not fit the tensor; re-create the package")
+        nb = -(-cols // block)
+        sc_bytes, mask, packed = chunks
+        ncodes = nnz if mask else n
+        # every length is checked before anything the size of the tensor is allocated
+        if len(sc_bytes) != rows * nb * (2 if scale == "f16" else 4) or (mask and len(mask) != packed_size(n, 1)):
+            raise PackageError("weights blob is corrupted: qint scales or bitmask of the wrong length; re-create the package")
+        offset = (1 << (nbits - 1)) - 1
+        u = _unpack_codes(packed, ncodes, nbits)
+        if u.size and int(u.max()) > 2 * offset:
+            raise PackageError("weights blob is corrupted: qint code out of range; re-create the package")
+        codes = u.astype(np.int16) - offset
+        if mask:
+            keep = unpack_mask(mask, n)
+            if int(keep.sum()) != nnz or not codes.all():
+                raise PackageError("weights blob is corrupted: qint bitmask does not match its codes; re-create the package")
+            full = np.zeros(n, np.int16)
+            full[keep] = codes
+            codes = full
+        elif int(np.count_nonzero(codes)) != nnz:
+            raise PackageError("weights blob is corrupted: qint nonzero count differs from the codes; re-create the package")
+        scales = np.frombuffer(sc_bytes, np.float16 if scale == "f16" else np.float32).astype(np.float32)
+        if not np.isfinite(scales).all():
+            raise PackageError("weights blob is corrupted: qint scale is not finite; re-create the package")
+        per = np.repeat(scales.reshape(rows, nb), block, axis=1)[:, :cols]
+        # float32 product, exactly as the quantizer formed the weights: decoding is bit-identical
+        x2 = _rows_of(codes.reshape(shape), layout).astype(np.float32) * per
+        return np.ascontiguousarray(x2 if layout == "rows" else x2.T).reshape(shape)
 
 
-def _decode_qint(e: dict, chunks: list[bytes], shape: tuple, n: int) -> np.ndarray:
-    nbits, block, layout, scale, nnz = int(e["nbits"]), int(e["block"]), e["layout"], e["scale"], int(e["nnz"])
-    if not (2 <= nbits <= 8 and len(chunks) == 3 and layout in ("rows", "cols") and scale in ("f16", "f32")
-            and 0 <= nnz <= n and n > 0 and (layout == "rows" or len(shape) == 2)):
-        raise PackageError("weights blob is corrupted: bad qint tensor description; re-create the package")
-    rows = (shape[0] if shape else 1) if layout == "rows" else shape[1]
-    cols = n // rows
-    if not 1 <= block <= cols:
-        raise PackageError("weights blob is corrupted: qint block length does not fit the tensor; re-create the package")
-    nb = -(-cols // block)
-    sc_bytes, mask, packed = chunks
-    ncodes = nnz if mask else n
-    # every length is checked before anything the size of the tensor is allocated
-    if len(sc_bytes) != rows * nb * (2 if scale == "f16" else 4) or (mask and len(mask) != math.ceil(n / 8)):
-        raise PackageError("weights blob is corrupted: qint scales or bitmask of the wrong length; re-create the package")
-    offset = (1 << (nbits - 1)) - 1
-    u = _unpack_bits(packed, ncodes, nbits)
-    if u.size and int(u.max()) > 2 * offset:
-        raise PackageError("weights blob is corrupted: qint code out of range; re-create the package")
-    codes = u.astype(np.int16) - offset
-    if mask:
-        keep = np.unpackbits(np.frombuffer(mask, np.uint8), bitorder="little")[:n].astype(bool)
-        if int(keep.sum()) != nnz or not codes.all():
-            raise PackageError("weights blob is corrupted: qint bitmask does not match its codes; re-create the package")
-        full = np.zeros(n, np.int16)
-        full[keep] = codes
-        codes = full
-    elif int(np.count_nonzero(codes)) != nnz:
-        raise PackageError("weights blob is corrupted: qint nonzero count differs from the codes; re-create the package")
-    scales = np.frombuffer(sc_bytes, np.float16 if scale == "f16" else np.float32).astype(np.float32)
-    if not np.isfinite(scales).all():
-        raise PackageError("weights blob is corrupted: qint scale is not finite; re-create the package")
-    per = np.repeat(scales.reshape(rows, nb), block, axis=1)[:, :cols]
-    # float32 product, exactly as the quantizer formed the weights: decoding is bit-identical
-    x2 = _rows_of(codes.reshape(shape), layout).astype(np.float32) * per
-    return np.ascontiguousarray(x2 if layout == "rows" else x2.T).reshape(shape)
+# Every encoding by name. encode_tensor tries them in this order and keeps the first of the smallest forms, so
+# the order decides ties (and is part of what makes a package byte-identical when re-written).
+CODECS: dict[str, TensorCodec] = {
+    c.name: c for c in (RawCodec(), SparseCodec(), SharedCodec(), HalfCodec(), QintCodec())
+}
 
 
 def encode_tensor(a: np.ndarray) -> tuple[dict, list[bytes]]:
-    """Encode one float32 tensor exactly; returns (entry without offsets, chunks)."""
-    flat = a.reshape(-1)
-    nz = flat != 0
-    nnz = int(nz.sum())
-    mask = np.packbits(nz, bitorder="little").tobytes() if nnz < flat.size else b""
-    options = [({"enc": "raw"}, [flat.astype(np.float32).tobytes()])]
-    if mask:
-        options.append(({"enc": "sparse", "nnz": nnz}, [mask, flat[nz].astype(np.float32).tobytes()]))
-    uniq, inv = np.unique(flat[nz], return_inverse=True)
-    if 0 < len(uniq) <= 256:
-        nbits = max(1, math.ceil(math.log2(len(uniq))))
-        chunks = [uniq.astype(np.float32).tobytes(), mask, _pack_bits(inv.astype(np.uint32), nbits)]
-        options.append(({"enc": "shared", "k": int(len(uniq)), "nbits": nbits, "nnz": nnz}, chunks))
-    half = flat.astype(np.float16)
-    if np.array_equal(half.astype(np.float32).view(np.uint32), flat.astype(np.float32).view(np.uint32)):  # bit-exact
-        options.append(({"enc": "half"}, [half.tobytes()]))
-    options.extend(_encode_qint(a))
-    return min(options, key=lambda o: sum(len(c) for c in o[1]))  # the smallest exact form
+    """Encode one float32 tensor exactly in its smallest form; returns (entry without name/shape/lengths, chunks)."""
+    options = [o for codec in CODECS.values() if (o := codec.encode(a)) is not None]
+    return min(options, key=lambda o: sum(len(c) for c in o[1]))  # raw always fits
 
 
 def decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
     """Decode one entry of a weights blob; a malformed or inconsistent entry raises PackageError."""
     try:
-        return _decode_tensor(e, chunks)
+        shape = tuple(int(d) for d in e["shape"])
+        n = math.prod(shape)  # Python ints: a hostile shape cannot wrap around
+        if n > MAX_ELEMENTS or any(d < 0 for d in shape):
+            raise PackageError(f"weights blob declares a tensor of shape {list(shape)}; refusing (at most {MAX_ELEMENTS} elements)")
+        codec = CODECS.get(e["enc"])
+        if codec is None:
+            raise PackageError(f"weights blob uses unknown encoding {e['enc']!r}: upgrade slimship")
+        return codec.decode(e, chunks, shape, n)
     except _MALFORMED as err:
         raise PackageError(f"weights blob header is malformed ({type(err).__name__}); re-create the package") from None
-
-
-def _decode_tensor(e: dict, chunks: list[bytes]) -> np.ndarray:
-    shape = tuple(int(d) for d in e["shape"])
-    n = math.prod(shape)  # Python ints: a hostile shape cannot wrap around
-    if n > MAX_ELEMENTS or any(d < 0 for d in shape):
-        raise PackageError(f"weights blob declares a tensor of shape {list(shape)}; refusing (at most {MAX_ELEMENTS} elements)")
-    enc = e["enc"]
-
-    def mask_of(chunk: bytes, nnz: int) -> np.ndarray:
-        if not chunk:
-            if nnz != n:
-                raise PackageError("weights blob is corrupted: dense tensor with a nonzero count that differs")
-            return np.ones(n, bool)
-        if len(chunk) != math.ceil(n / 8):
-            raise PackageError("weights blob is corrupted: bitmask length does not match the tensor shape")
-        m = np.unpackbits(np.frombuffer(chunk, np.uint8), bitorder="little")[:n].astype(bool)
-        if int(m.sum()) != nnz:
-            raise PackageError("weights blob is corrupted: bitmask does not match the declared nonzero count")
-        return m
-
-    if enc == "raw":
-        if len(chunks) != 1 or len(chunks[0]) != 4 * n:
-            raise PackageError("weights blob is corrupted: raw tensor of the wrong length")
-        return np.frombuffer(chunks[0], np.float32).reshape(shape).copy()
-    if enc == "half":
-        if len(chunks) != 1 or len(chunks[0]) != 2 * n:
-            raise PackageError("weights blob is corrupted: float16 tensor of the wrong length")
-        return np.frombuffer(chunks[0], np.float16).astype(np.float32).reshape(shape)
-    nnz = int(e["nnz"])
-    if not 0 <= nnz <= n:
-        raise PackageError("weights blob is corrupted: impossible nonzero count")
-    # the value and index lengths are checked before the tensor is allocated: a declared shape cannot make the
-    # reader allocate more than the blob's own size justifies
-    if enc == "sparse":
-        if len(chunks) != 2 or len(chunks[1]) != 4 * nnz:
-            raise PackageError("weights blob is corrupted: sparse values of the wrong length")
-        keep = mask_of(chunks[0], nnz)
-        out = np.zeros(n, np.float32)
-        out[keep] = np.frombuffer(chunks[1], np.float32)
-        return out.reshape(shape)
-    if enc == "shared":
-        k, nbits = int(e["k"]), int(e["nbits"])
-        if not (1 <= k <= 256 and 1 <= nbits <= 8 and len(chunks) == 3 and len(chunks[0]) == 4 * k):
-            raise PackageError("weights blob is corrupted: bad codebook")
-        codebook = np.frombuffer(chunks[0], np.float32)
-        idx = _unpack_bits(chunks[2], nnz, nbits)
-        if idx.size and int(idx.max()) >= k:
-            raise PackageError("weights blob is corrupted: cluster index out of range")
-        keep = mask_of(chunks[1], nnz)
-        out = np.zeros(n, np.float32)
-        out[keep] = codebook[idx]
-        return out.reshape(shape)
-    if enc == "qint":
-        return _decode_qint(e, chunks, shape, n)
-    raise PackageError(f"weights blob uses unknown encoding {enc!r}: upgrade slimship")
 
 
 def encode_graph(onnx_bytes: bytes) -> tuple[bytes, bytes, dict]:
@@ -297,7 +370,7 @@ def encode_graph(onnx_bytes: bytes) -> tuple[bytes, bytes, dict]:
         e.update(name=init.name, shape=list(a.shape), lengths=[len(c) for c in cs])
         entries.append(e)
         chunks.extend(cs)
-        info[e["enc"]] += 1
+        info[e["enc"]] = info.get(e["enc"], 0) + 1
         info["bytes"][e["enc"]] = info["bytes"].get(e["enc"], 0) + sum(len(c) for c in cs)
         init.ClearField("raw_data")
         init.ClearField("float_data")
