@@ -34,10 +34,13 @@ the bytes actually present before anything is allocated. Any malformed blob rais
 from __future__ import annotations
 
 # Modules: config (DeltaConfig, constants), encode (encode_delta and its coders), decode (apply_delta, blob
-# checks), search (tensor_sensitivity, best_delta), graph (ONNX initializer helpers), bits (mask/gap/int4
-# packing), package (pack_delta, load_task_onnx). The constants and private helpers imported below besides
-# the public API keep their old paths (slimship.package.delta._PREFIX, ._varint_encode, ...) working.
-from slimship.package.delta.bits import _gaps, _gaps_decode, _mask_bytes, _pack_int4, _unpack_int4, _varint_encode
+# checks), search (tensor_sensitivity, best_delta), graph (ONNX initializer helpers), bits (mask/gap packing;
+# the bit and int4 packing itself is slimship.package.bits), package (pack_delta, load_task_onnx). The
+# constants and private helpers imported below besides the public API keep their old paths
+# (slimship.package.delta._PREFIX, ._varint_encode, ._pack_int4, ...) working.
+from slimship.package.bits import pack_int4 as _pack_int4
+from slimship.package.bits import unpack_int4 as _unpack_int4
+from slimship.package.delta.bits import _gaps, _gaps_decode, _mask_bytes, _varint_encode
 from slimship.package.delta.config import (
     _FIX,
     _MAGIC,

@@ -1,16 +1,22 @@
-"""Bit-level packing of delta streams: position bitmasks, LEB128 position gaps and int4 values."""
+"""Bit-level packing of delta streams: position bitmasks and LEB128 position gaps.
+
+Bitmasks and int4 nibbles are packed by :mod:`slimship.package.bits` (one bit order for everything slimship
+writes); the LEB128 gaps are the delta's own.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from slimship.package.bits import pack_mask
 from slimship.package.delta.config import _bad
 
 
 def _mask_bytes(pos: np.ndarray, n: int) -> bytes:
+    """The bitmask of kept positions ``pos`` among ``n`` entries (written in the current, little-endian order)."""
     m = np.zeros(n, bool)
     m[pos] = True
-    return np.packbits(m).tobytes()
+    return pack_mask(m)
 
 
 def _gaps(pos: np.ndarray) -> np.ndarray:
@@ -58,18 +64,3 @@ def _gaps_decode(raw: bytes, k: int, n: int, name: str) -> np.ndarray:
     if pos[-1] >= n:
         raise _bad(f"tensor {name[:60]!r} has a position past its {n} entries")
     return pos
-
-
-def _pack_int4(q: np.ndarray) -> bytes:
-    u = (q.astype(np.int16) & 0xF).astype(np.uint8)
-    if u.size % 2:
-        u = np.concatenate([u, np.zeros(1, np.uint8)])
-    return (u[0::2] | (u[1::2] << 4)).tobytes()
-
-
-def _unpack_int4(raw: bytes, k: int) -> np.ndarray:
-    b = np.frombuffer(raw, np.uint8)
-    u = np.empty(b.size * 2, np.uint8)
-    u[0::2], u[1::2] = b & 0xF, b >> 4
-    u = u[:k].astype(np.int8)
-    return np.where(u >= 8, u - 16, u).astype(np.int8)

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from slimship.core.errors import PackageError
 
 DELTA_PART = "delta.bin"
-BLOB_VERSION = 1
+BLOB_VERSION = 2
+# Bit order of the bitmasks (sparse positions) and sign bits, by blob version. Version 1 used numpy's default
+# (big-endian); version 2 uses the little-endian order of everything else slimship packs (package/bits.py).
+# Only the bit order changed, so both versions are read.
+_BIT_ORDER = {1: "big", 2: "little"}
 MODES = ("sparse", "bitdelta", "mixed")
 VALUE_BITS = (4, 8, 16, 32)
 ALLOCATIONS = ("uniform", "norm")

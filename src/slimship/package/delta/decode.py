@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 
 from slimship.core.errors import PackageError
-from slimship.package.delta.bits import _gaps_decode, _unpack_int4
+from slimship.package.bits import padding_is_clear, unpack_int4, unpack_mask
+from slimship.package.delta.bits import _gaps_decode
 from slimship.package.delta.config import (
+    _BIT_ORDER,
     _FIX,
     _FLOAT,
     _KINDS,
@@ -55,6 +57,7 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
     if len(inits) != len(skeleton.graph.initializer):
         raise _bad("its graph repeats an initializer name")
     cursors = {k: 0 for k in ("positions", "values", "signs", "scales", "codebooks", "codes", "half")}
+    bitorder = _BIT_ORDER[header["version"]]
     seen: set[str] = set()
     for e in header["tensors"]:
         name = e["name"]
@@ -75,7 +78,7 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
                            f"graph does not hold at that shape")
             out = numpy_helper.to_array(b).astype(np.float32).ravel()  # a fresh, writable copy
             if e["kind"] == "sparse":
-                _apply_sparse(out, e, header["positions"], streams, cursors)
+                _apply_sparse(out, e, header["positions"], bitorder, streams, cursors)
             elif e["kind"] == "codes":
                 levels, rows = e["levels"], e["rows"]
                 book = np.frombuffer(_take(streams, cursors, "codebooks", 4 * levels), "<f4")
@@ -88,7 +91,7 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
                     out += book[codes]
             elif e["kind"] == "sign":
                 raw = _take(streams, cursors, "signs", (n + 7) // 8)
-                signs = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool)
+                signs = unpack_mask(raw, n, bitorder)
                 s = _row_scales(t, e, n, streams, cursors) if e["rows"] else np.float32(e["scale"])
                 out += np.where(signs, s, -s)
         t.raw_data = out.astype("<f4").tobytes()
@@ -111,7 +114,7 @@ def _row_scales(t, e: dict, n: int, streams: dict, cursors: dict) -> np.ndarray:
     return np.repeat(mult * np.float32(e["scale"]), n // rows)
 
 
-def _apply_sparse(out: np.ndarray, e: dict, how: str, streams: dict, cursors: dict) -> None:
+def _apply_sparse(out: np.ndarray, e: dict, how: str, bitorder: str, streams: dict, cursors: dict) -> None:
     n, k, bits = out.size, e["k"], e["bits"]
     if k > n:
         raise _bad(f"tensor {e['name'][:60]!r} keeps {k} of {n} entries")
@@ -119,10 +122,9 @@ def _apply_sparse(out: np.ndarray, e: dict, how: str, streams: dict, cursors: di
     if how == "mask":
         if len(raw_pos) != (n + 7) // 8:
             raise _bad(f"tensor {e['name'][:60]!r} has a {len(raw_pos)}-byte mask for {n} entries")
-        bitsarr = np.unpackbits(np.frombuffer(raw_pos, np.uint8))
-        if bitsarr[n:].any():
+        if not padding_is_clear(raw_pos, n, bitorder):
             raise _bad(f"tensor {e['name'][:60]!r} has mask bits past its end")
-        pos = np.flatnonzero(bitsarr[:n])
+        pos = np.flatnonzero(unpack_mask(raw_pos, n, bitorder))
     else:
         pos = _gaps_decode(raw_pos, k, n, e["name"])
     if pos.size != k:
@@ -138,7 +140,7 @@ def _apply_sparse(out: np.ndarray, e: dict, how: str, streams: dict, cursors: di
     if bits == 16:
         vals = np.frombuffer(raw, "<f2").astype(np.float32)
     else:
-        q = np.frombuffer(raw, np.int8) if bits == 8 else _unpack_int4(raw, k)
+        q = np.frombuffer(raw, np.int8) if bits == 8 else unpack_int4(raw, k)
         vals = q.astype(np.float32) * np.float32(e["scale"])
     out[pos] += vals
 
@@ -171,7 +173,7 @@ def _open_blob(blob: bytes) -> tuple[dict, dict[str, bytes]]:
     if hlen > min(_MAX_HEADER, size - 4):
         raise _bad(f"it declares a {hlen}-byte header in a {size}-byte payload")
     header = _parse_json(payload[4 : 4 + hlen])
-    _check_header(header)
+    _check_header(header, version)
     streams, at = {}, 4 + hlen
     for k, n in header["streams"].items():
         streams[k] = payload[at : at + n]
@@ -181,14 +183,14 @@ def _open_blob(blob: bytes) -> tuple[dict, dict[str, bytes]]:
     return header, streams
 
 
-def _check_header(h: Any) -> None:
+def _check_header(h: Any, version: int) -> None:
     def need(cond: bool, what: str) -> None:
         if not cond:
             raise _bad(f"its header is invalid ({what})")
 
     need(isinstance(h, dict), "not an object")
     need(set(h) == {"version", "base_sha256", "mode", "positions", "streams", "tensors"}, "unexpected keys")
-    need(h["version"] == BLOB_VERSION and type(h["version"]) is int, "version")
+    need(h["version"] == version and type(h["version"]) is int, "version")  # the prefix's version, repeated
     need(isinstance(h["base_sha256"], str) and len(h["base_sha256"]) == 64
          and all(c in "0123456789abcdef" for c in h["base_sha256"]), "base_sha256")
     need(h["mode"] in MODES, "mode")

@@ -12,7 +12,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from slimship.package.delta.bits import _gaps, _mask_bytes, _pack_int4, _varint_encode
+from slimship.package.bits import pack_int4, pack_mask
+from slimship.package.delta.bits import _gaps, _mask_bytes, _varint_encode
 from slimship.package.delta.config import _FLOAT, _LEVELS, _LZMA_PRESET, _MAGIC, _PREFIX, BLOB_VERSION, DeltaConfig
 from slimship.package.delta.graph import (
     _is_vector,
@@ -100,7 +101,7 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
             scale = float(np.mean(np.abs(d), dtype=np.float64))
             rows = _rows(task, entry["name"]) if cfg.scales == "channel" else 0
             entry.update(kind="sign", scale=scale, rows=rows)
-            sign_chunks.append(np.packbits(d > 0).tobytes())
+            sign_chunks.append(pack_mask(d > 0))
             if rows:
                 per_row = np.abs(d).reshape(rows, -1).mean(axis=1, dtype=np.float64)
                 scale_chunks.append(np.minimum(per_row / scale if scale else per_row, 65504).astype("<f2").tobytes())
@@ -198,7 +199,7 @@ def _encode_sparse(b: np.ndarray, t: np.ndarray, d: np.ndarray, k: int, bits: in
     pos, q = pos[keep], q[keep]
     if bits == 8:
         return pos, q.tobytes(), scale
-    return pos, _pack_int4(q), scale
+    return pos, pack_int4(q), scale
 
 
 def _best_scale(vals: np.ndarray, qmax: int) -> float:
