@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from slimship.core.errors import PackageError
-from slimship.package.format import read_package
+from slimship.package.format import _LZMA_PRESET, _ZLIB_LEVEL, read_package
 from slimship.package.deploy import GRAPH_PART, ONNX_PART, WEIGHTS_PART
 
 _SKIP_TYPES = (6, 7)  # onnx.TensorProto INT32, INT64: shape and index constants, not weights
@@ -38,7 +38,7 @@ class TensorBytes:
     dtype: str  # numpy name of the decoded tensor
     params: int
     nonzeros: int
-    encoding: str  # raw | sparse | shared | qint (weights.bin) or in-graph (inside the ONNX graph)
+    encoding: str  # raw | sparse | shared | half | qint (weights.bin) or in-graph (inside the ONNX graph)
     stored_bytes: int  # bytes in the part before the container compresses it
     compressed_bytes: int  # estimate: these bytes compressed alone with the part's codec
 
@@ -148,12 +148,12 @@ def _size(n: int) -> str:
 def _compressed_size(data: bytes, codec: str) -> int:
     """``data`` compressed alone like the container's codec would, as a raw stream (no per-stream framing)."""
     if codec == "lzma":
-        # the container's preset (9 | extreme); a dictionary no larger than the data gives the same size cheaper
+        # the container's preset; a dictionary no larger than the data gives the same size cheaper
         dict_size = max(4096, min(64 << 20, 1 << max(len(data) - 1, 1).bit_length()))
-        filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size}]
+        filters = [{"id": lzma.FILTER_LZMA2, "preset": _LZMA_PRESET, "dict_size": dict_size}]
         return len(lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters))
     if codec == "zlib":
-        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        c = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, -15)
         return len(c.compress(data) + c.flush())
     return len(data)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import lzma
 import struct
 from dataclasses import dataclass
 
 from slimship.core.errors import PackageError
+from slimship.package.format import _LZMA_MEMLIMIT, _LZMA_PRESET, MAX_HEADER_BYTES, MAX_PART_BYTES
 
 DELTA_PART = "delta.bin"
 BLOB_VERSION = 2
@@ -20,10 +20,10 @@ ALLOCATIONS = ("uniform", "norm")
 
 _MAGIC = b"SLIMDLT\x00"
 _PREFIX = struct.Struct("<8sHQ32s")  # magic, version, payload size, sha256(payload); then the xz stream
-_MAX_PAYLOAD = 2 * 2**30
-_MAX_HEADER = 16 * 2**20
-_LZMA_PRESET = 9 | lzma.PRESET_EXTREME
-_LZMA_MEMLIMIT = 256 * 2**20
+# The container's bounds and xz settings: the blob is a package part, its payload bounded like any part's
+# decoded bytes and its JSON header like the package's own.
+_MAX_PAYLOAD = MAX_PART_BYTES
+_MAX_HEADER = MAX_HEADER_BYTES
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 _NUMERIC_TYPES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # type: itemsize
 _KINDS = ("same", "sparse", "sign", "codes", "half")

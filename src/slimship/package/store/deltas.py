@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from slimship.core.errors import PackageError
+from slimship.package.deploy import ONNX_PART
 from slimship.package.store.backend import _write_atomically
 from slimship.package.store.refs import _HEX64, _MARKER, _PACKAGES, _record_key
-
-_GRAPH_PART = "model.onnx"  # slimship.package.pack.ONNX_PART (not imported: it would load numpy and friends)
 
 
 def base_for_push(store: Any, manifest: dict, base: str | None, package: Any) -> str | None:
@@ -44,7 +43,7 @@ def base_for_push(store: Any, manifest: dict, base: str | None, package: Any) ->
             if base is not None:
                 raise
             continue  # a damaged record of some other package does not stop the search
-        if record["package_sha256"] == want or any(p["name"] == _GRAPH_PART and p["sha256"] == graph
+        if record["package_sha256"] == want or any(p["name"] == ONNX_PART and p["sha256"] == graph
                                                    for p in record["parts"]):
             if "base" in record:
                 raise PackageError(f"the base of {package} is itself stored as a delta in store {store.url}: "

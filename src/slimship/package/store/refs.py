@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from slimship.core.errors import PackageError
+from slimship.package._header import _HEX64
 
 STORE_FORMAT_VERSION = 1
 LATEST = "latest"
@@ -16,7 +17,6 @@ _BLOBS = "blobs/sha256"
 _PACKAGES = "packages"
 _REFS = "refs"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
