@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from slimship.core import atomic
 from slimship.core.errors import PackageError, SlimshipError
 from slimship.package import format as fmt
 from slimship.package.format import (
@@ -297,9 +298,9 @@ def test_io_failure_mid_write_removes_the_temp_file(
         raise OSError(28, "No space left on device")
 
     if failing == "replace":
-        monkeypatch.setattr(fmt.os, "replace", boom)
+        monkeypatch.setattr(atomic.os, "replace", boom)
     else:
-        monkeypatch.setattr(fmt, failing, boom)
+        monkeypatch.setattr(atomic, failing, boom)  # the one atomic writer, which write_package uses
     with pytest.raises(OSError, match="No space"):
         write_package(path, {"v": "new"}, {"a": b"new" * 1000})
 

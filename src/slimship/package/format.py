@@ -21,13 +21,13 @@ import hashlib
 import json
 import lzma
 import os
-import secrets
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
 from slimship.package import _header
 from slimship.package._header import (
@@ -137,10 +137,12 @@ def write_package(
     ``codecs`` maps part name to "none", "lzma", "zlib" or "auto" (the default for unlisted parts:
     lzma if that makes the part smaller, else none).
 
-    The bytes go to a hidden temporary file ``.{name}.tmp-{pid}-{random}`` in the target's
-    directory, which is flushed, fsynced and then renamed over the target, so the target is either
-    the complete old file or the complete new one. On any exception the temporary file is removed.
-    A writer killed with SIGKILL can leave that hidden file behind; it is safe to delete.
+    The file is written with :func:`slimship.core.atomic.write_stream_atomically`: to a hidden
+    temporary file ``.{name}.tmp-{pid}-{random}`` in the target's directory (created, with its
+    parents, if missing), which is flushed, fsynced and then renamed over the target, so the target
+    is either the complete old file or the complete new one. On any exception the temporary file is
+    removed; a folder that cannot be written raises SlimshipError. A writer killed with SIGKILL can
+    leave that hidden file behind; it is safe to delete.
     """
     header_manifest = _check_manifest(manifest)
     encoded = _encode_parts(parts, codecs or {})
@@ -151,7 +153,7 @@ def write_package(
     header = _encode_header(header_manifest, infos)
     prefix = _PREFIX.pack(_MAGIC, FORMAT_VERSION, len(header))
     chunks = [prefix, header, *(stored for _, stored, _, _ in encoded.values())]
-    return _atomic_write(Path(path), chunks)
+    return write_stream_atomically(Path(path), lambda f: _write_with_trailer(f, chunks))
 
 
 def _check_manifest(manifest: Any) -> dict:
@@ -268,26 +270,6 @@ def _encode_header(manifest: dict, infos: list[PartInfo]) -> bytes:
     return data
 
 
-def _atomic_write(target: Path, chunks: list[bytes]) -> int:
-    # Same directory as the target so os.replace is a rename on one file system, never a copy.
-    tmp = target.with_name(f".{target.name[:200]}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            written = _write_with_trailer(f, chunks)
-            f.flush()
-            _fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(target.parent)
-    return written
-
-
 def _write_with_trailer(f: Any, chunks: list[bytes]) -> int:
     hasher, written = hashlib.sha256(), 0
     for chunk in chunks:
@@ -299,24 +281,6 @@ def _write_with_trailer(f: Any, chunks: list[bytes]) -> int:
             written += len(piece)
     f.write(hasher.digest())
     return written + _TRAILER_LEN
-
-
-def _fsync(fd: int) -> None:
-    os.fsync(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable on POSIX; not possible (nor needed) everywhere, so best effort.
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
 
 
 # --------------------------------------------------------------------------------------- reading

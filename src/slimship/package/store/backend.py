@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import stat
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
+from slimship.core.atomic import temp_name, write_bytes_atomically
 from slimship.core.errors import PackageError
 
 # A single PUT of a whole object is atomic on these (readers see no object or the complete one), so a
@@ -31,8 +30,9 @@ class _Missing(Exception):
 
 
 class _LocalBackend:
-    """A store in a local folder, standard library only. Writes go to a hidden temporary file in the
-    target's folder, are fsynced and renamed over the target, so readers see all or nothing."""
+    """A store in a local folder, standard library only. Writes go through :mod:`slimship.core.atomic` (a
+    hidden temporary file in the target's folder, fsynced and renamed over the target), so readers see all
+    or nothing."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -54,9 +54,7 @@ class _LocalBackend:
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def write(self, key: str, data: bytes) -> None:
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, lambda f: f.write(data))
+        write_bytes_atomically(self.root / key, data, error=PackageError)
 
     def list(self, key: str) -> list[str]:
         try:
@@ -123,7 +121,7 @@ class _FsspecBackend:
             return
         parent, _, leaf = path.rpartition("/")
         self.fs.makedirs(parent, exist_ok=True)
-        tmp = f"{parent}/.{leaf}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = f"{parent}/{temp_name(leaf)}"
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, path)
 
@@ -170,28 +168,3 @@ def _open_backend(url: str, storage_options: dict) -> _LocalBackend | _FsspecBac
 def _scheme(url: str) -> str | None:
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", url)
     return match.group(1).lower() if match else None
-
-
-def _write_atomically(target: Path, fill: Any, verify: Any = None) -> None:
-    """Write ``target`` via a hidden temporary file in its folder: ``fill(f)`` writes the bytes,
-    ``verify(tmp_path)`` may check them; only then is the file renamed over ``target``. The
-    temporary file is removed on any exception."""
-    tmp = target.with_name(f".{target.name[:200]}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        f = open(tmp, "xb")
-    except OSError as e:
-        raise PackageError(f"cannot write {target} ({e.strerror or e}): check the folder and its permissions") from None
-    try:
-        with f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

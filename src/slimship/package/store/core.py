@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
 from slimship.package.format import verify_package
-from slimship.package.store.backend import _Missing, _open_backend, _write_atomically
+from slimship.package.store.backend import _Missing, _open_backend
 from slimship.package.store.deltas import base_for_push, pull_rebuilt, task_usage
 from slimship.package.store.records import (
     _MAX_RECORD_BYTES,
@@ -193,7 +194,8 @@ class Store:
             if "base" in record and not raw:
                 size = pull_rebuilt(self, record, target)
                 return PullResult(name, version, package_id, str(target), size, record["base"])
-            _write_atomically(target, lambda f: self._assemble(record, f), verify=self._verified)
+            write_stream_atomically(target, lambda f: self._assemble(record, f), verify=self._verified,
+                                    error=PackageError)
         return PullResult(name, version, package_id, str(target), record["size_bytes"])
 
     def _assemble(self, record: dict, f: Any) -> None:

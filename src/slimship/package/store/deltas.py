@@ -11,9 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
 from slimship.package.deploy import ONNX_PART
-from slimship.package.store.backend import _write_atomically
 from slimship.package.store.refs import _HEX64, _MARKER, _PACKAGES, _record_key
 
 
@@ -70,8 +70,9 @@ def pull_rebuilt(store: Any, record: dict, target: Path) -> int:
         raise store._damaged(package_id, "its base is itself a delta package")
     with tempfile.TemporaryDirectory(prefix="slimship-pull-") as tmp:
         delta_path, base_path = Path(tmp) / "delta.slim", Path(tmp) / "base.slim"
-        _write_atomically(delta_path, lambda f: store._assemble(record, f), verify=store._verified)
-        _write_atomically(base_path, lambda f: store._assemble(base_record, f), verify=store._verified)
+        for path, rec in ((delta_path, record), (base_path, base_record)):
+            write_stream_atomically(path, lambda f, rec=rec: store._assemble(rec, f), verify=store._verified,
+                                    error=PackageError)
         try:
             return rebuild_package(delta_path, base_path, target)
         except PackageError as e:
