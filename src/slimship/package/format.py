@@ -209,17 +209,8 @@ def _encode_parts(
     return {name: _encode_part(bytes(raw), codecs.get(name, "auto")) for name, raw in parts.items()}
 
 
-# Packages are often rewritten with only the manifest changed (metrics added after measuring); keep the
-# last few encoded parts so their (slow) compression is not redone.
-_ENCODED: "dict[tuple[str, str], tuple[str, bytes]]" = {}
-
-
 def _encode_part(raw: bytes, codec: str) -> tuple[str, bytes, int, str]:
     digest = hashlib.sha256(raw).hexdigest()
-    hit = _ENCODED.get((digest, codec))
-    if hit is not None:
-        return hit[0], hit[1], len(raw), digest
-    requested = codec
     if codec == "auto":
         # zlib first (fast): fp32 weights barely compress (~7 %), and lzma would spend seconds to gain 0.01 %.
         # Where zlib finds real redundancy (int8, sparse, packed codes) lzma is worth its time.
@@ -231,10 +222,6 @@ def _encode_part(raw: bytes, codec: str) -> tuple[str, bytes, int, str]:
                 codec, stored = "lzma", xz
     else:
         stored = _compress(raw, codec)
-    if len(raw) > 1 << 16:
-        if len(_ENCODED) >= 8:
-            _ENCODED.pop(next(iter(_ENCODED)))
-        _ENCODED[(digest, requested)] = (codec, stored)
     return codec, stored, len(raw), digest
 
 
