@@ -98,10 +98,15 @@ def test_predict_inspect_verify(finished_run, tmp_path):
 
 def test_rerun_resumes_from_cache(finished_run):
     root, _, out = finished_run
+    before = len((out / "run.log").read_text())  # run.log is appended to: look at the re-run's lines only
     p = _cli("run", str(root / "recipe.yaml"), "--out", str(out), "--quiet")
     assert p.returncode == 0, p.stderr
-    log = (out / "run.log").read_text()
-    assert "restored from cache" in log
+    log = (out / "run.log").read_text()[before:]
+    # Every trained stage comes back from .work: the transfer stages as well as each compression step.
+    for stage in ("probe", "finetune", "scratch"):
+        assert f"{stage}: restored from cache" in log, log
+    for step in ("int8: step 1 (int8)", "pruned: step 1 (prune_channels)"):
+        assert f"{step} restored from cache" in log, log
 
 
 def test_corrupted_and_foreign_packages_are_refused(finished_run, tmp_path):

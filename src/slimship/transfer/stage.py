@@ -78,12 +78,14 @@ def _notes(r) -> tuple[dict, float]:
     return {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}, r.seconds
 
 
-def _cached(cache: StageCache, key: str, model, run: Callable[[], tuple[dict, float]]) -> tuple[dict, float]:
-    """Load ``model``'s trained state from the stage cache, or ``run()`` (trains ``model`` in place and returns
-    ``(notes, seconds)``) and cache it. Returns ``(notes, seconds)`` either way."""
+def _cached(cache: StageCache, key: str, model, run: Callable[[], tuple[dict, float]], name: str,
+            log: Callable[[str], None]) -> tuple[dict, float]:
+    """Load ``model``'s trained state from the stage cache (logging "NAME: restored from cache"), or ``run()``
+    (trains ``model`` in place and returns ``(notes, seconds)``) and cache it. Returns ``(notes, seconds)``."""
     hit = cache.load(key)
     if hit is not None:
         model.load_state_dict(hit.state_dict())
+        log(f"{name}: restored from cache")
         return hit.info["notes"], hit.info["seconds"]
     notes, secs = run()
     cache.save(key, {"notes": notes, "seconds": secs}, model)
@@ -119,6 +121,7 @@ def _probe(inp: TransferInputs) -> TrainedModel:
     if hit is not None:
         model.load_state_dict(hit.state_dict())
         info = hit.info["notes"]
+        inp.reporter.log("probe: restored from cache")
     else:
         t0 = time.perf_counter()
         d = inp.data
@@ -144,7 +147,7 @@ def _finetune(inp: TransferInputs, probe: TrainedModel, tdict: dict) -> TrainedM
                         gradual=t.gradual_unfreeze, layer_decay=t.layer_decay)
     notes, secs = _cached(inp.cache, key, model, lambda: _notes(train(
         model, inp.data.train, inp.data.val, inp.pre, cfg, groups=inp.adapter.layer_groups(model),
-        progress=inp.reporter, desc=t.strategy, device=inp.device)))
+        progress=inp.reporter, desc=t.strategy, device=inp.device)), t.strategy, inp.reporter.log)
     inp.reporter.log(f"{t.strategy}: val {_best_val(notes):.4f} ({notes['steps']} steps, "
                      f"{notes['images_per_second']} img/s, {secs:.0f} s)")
     return TrainedModel("finetuned", t.strategy, model.eval(), key, secs, notes)
@@ -168,7 +171,7 @@ def _delta(inp: TransferInputs, finetuned: TrainedModel) -> TrainedModel:
         return {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
                 "of": masks.total}, r.seconds
 
-    notes, secs = _cached(inp.cache, key, model, run)
+    notes, secs = _cached(inp.cache, key, model, run, "delta", inp.reporter.log)
     inp.reporter.log(f"delta {dt.density:g}: val {_best_val(notes):.4f} ({notes['kept']:,} of {notes['of']:,} "
                      f"weights differ from the base; {notes['steps']} steps, {secs:.0f} s)")
     return TrainedModel("finetuned-delta", "delta", model.eval(), key, secs, notes, base=inp.pretrained)
@@ -182,6 +185,6 @@ def _scratch(inp: TransferInputs, tdict: dict) -> TrainedModel:
     cfg = _train_config(t, budget=t.scratch_budget or t.budget, lr=t.scratch_lr, bn="train", seed=inp.seed)
     notes, secs = _cached(inp.cache, key, model, lambda: _notes(train(
         model, inp.data.train, inp.data.val, inp.pre, cfg, groups=inp.adapter.layer_groups(model),
-        progress=inp.reporter, desc="scratch", device=inp.device)))
+        progress=inp.reporter, desc="scratch", device=inp.device)), "scratch", inp.reporter.log)
     inp.reporter.log(f"scratch: val {_best_val(notes):.4f} ({notes['steps']} steps, {secs:.0f} s)")
     return TrainedModel("scratch", "scratch", model.eval(), key, secs, notes)
