@@ -13,25 +13,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     import json
-    import time
 
-    from slimship.data import load_eval_split
-    from slimship.package.pack import load_package
+    from slimship.api.packages import evaluate_package
 
-    pkg = load_package(args.package, base=args.base)
-    pre = pkg.preprocessing
-    split = load_eval_split(args.data, pkg.class_names, pre.channels, None)
-    t0 = time.perf_counter()
-    logits = pkg.logits(split.images)
-    secs = time.perf_counter() - t0
-    acc = float((logits.argmax(1) == split.labels).mean()) if len(split) else float("nan")
-    out = {"package": args.package, "data": args.data, "images": len(split), "accuracy": acc,
-           "recorded_accuracy": pkg.manifest.get("metrics", {}).get("accuracy"),
-           "seconds": round(secs, 3), "runtime": "onnxruntime"}
+    out = evaluate_package(args.package, args.data, base=args.base)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         rec = out["recorded_accuracy"]
         extra = f" (recorded at packing: {100 * rec:.2f} %)" if isinstance(rec, (int, float)) else ""
-        print(f"{args.package}: accuracy {100 * acc:.2f} % on {len(split)} images from {args.data}{extra}")
+        print(f"{args.package}: accuracy {100 * out['accuracy']:.2f} % on {out['images']} images from {args.data}{extra}")
     return 0

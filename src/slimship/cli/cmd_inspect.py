@@ -13,32 +13,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
 
-    from slimship.package.format import read_package
+    from slimship.api.packages import inspect_package
 
-    pkg = read_package(args.package, verify=True)
-    m = pkg.manifest
-    info = {
-        "path": args.package, "size_bytes": pkg.size_bytes, "format_version": pkg.format_version,
-        "package_sha256": pkg.package_sha256, "slimship_version": m.get("slimship_version"), "created": m.get("created"),
-        "model": {k: v for k, v in m.get("model", {}).items() if k != "arch_edits"},
-        "structural_edits": len(m.get("model", {}).get("arch_edits", {}) or {}),
-        "preprocessing": m.get("preprocessing"),
-        "metrics": {k: m.get("metrics", {}).get(k) for k in ("name", "accuracy", "val_accuracy", "params", "nonzero_params", "macs", "latency_ms")},
-        "parts": [{"name": p.name, "codec": p.codec, "stored_bytes": p.stored_size, "raw_bytes": p.raw_size, "sha256": p.sha256}
-                  for p in pkg.parts.values()],
-        "recipe": m.get("recipe", {}).get("name"),
-        "delta": _delta_summary(m.get("delta")),
-        "rebuilt_from": m.get("rebuilt_from"),
-    }
-    layers = _layers(args.package) if args.layers else None
-    if layers is not None:
-        from dataclasses import asdict
-
-        info["layers"] = [asdict(r) for r in layers]
+    info = inspect_package(args.package, layers=args.layers)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{args.package}: {pkg.size_bytes:,} bytes, format v{pkg.format_version}, sha256 {pkg.package_sha256[:16]}…")
+    print(f"{args.package}: {info['size_bytes']:,} bytes, format v{info['format_version']}, "
+          f"sha256 {info['package_sha256'][:16]}…")
     md = info["model"]
     print(f"  model: {md.get('architecture')} · {md.get('num_classes')} classes · runtime {md.get('runtime')} · "
           f"{info['structural_edits']} pruned layers")
@@ -63,28 +45,10 @@ def run(args) -> int:
     if isinstance(r, dict):
         print(f"  rebuilt from base package id {str(r.get('base_package'))[:16]}… + delta package id "
               f"{str(r.get('delta_package'))[:16]}… (file SHA-256s, as a store names packages; {r.get('mode')})")
-    if layers is not None:
-        from slimship.package.layer_bytes import format_layer_table, part_bytes
+    if "layers" in info:
+        from slimship.package.layer_bytes import PartBytes, TensorBytes, format_layer_table
 
-        print(format_layer_table(layers, part_bytes(args.package)))
+        rows = [TensorBytes(**{**t, "shape": tuple(t["shape"])}) for t in info["layers"]]
+        parts = [PartBytes(p["name"], p["codec"], p["raw_bytes"], p["stored_bytes"]) for p in info["parts"]]
+        print(format_layer_table(rows, parts))
     return 0
-
-
-def _layers(path):
-    from slimship.core.errors import PackageError
-    from slimship.package.layer_bytes import layer_bytes
-
-    try:
-        return layer_bytes(path)
-    except PackageError as e:
-        raise PackageError(f"{e} (--layers needs a package with its own deploy graph: pull a delta task whole, "
-                           f"or inspect it without --layers)") from None
-
-
-def _delta_summary(meta) -> dict | None:
-    """The delta manifest entry without its bulky encoding details (None for a full package)."""
-    if not isinstance(meta, dict):
-        return None
-    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
-    return {"base_package_sha256": meta.get("base_package_sha256"), "base_graph_sha256": meta.get("base_graph_sha256"),
-            "mode": meta.get("mode"), **{k: info.get(k) for k in ("preset", "value_bits", "density", "full_bytes", "check")}}

@@ -15,20 +15,9 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
 
-    import numpy as np
+    from slimship.api.packages import predict
 
-    from slimship.data import load_images_for_prediction
-    from slimship.package.pack import load_package
-
-    pkg = load_package(args.package, base=args.base)
-    images = load_images_for_prediction(args.images, pkg.preprocessing.channels, None)
-    logits = pkg.logits(images)
-    z = logits - logits.max(1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    rows = []
-    for path, p in zip(args.images, probs):
-        top = np.argsort(-p)[: max(1, args.top)]
-        rows.append({"image": path, "top": [{"class": pkg.class_names[i], "probability": round(float(p[i]), 4)} for i in top]})
+    rows = predict(args.package, args.images, top=args.top, base=args.base)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -1,0 +1,207 @@
+"""Using a ``.slim`` package from Python: load it, measure its accuracy on labelled data, classify images with it,
+and describe what is inside it.
+
+These are the functions behind ``slimship eval``, ``predict`` and ``inspect`` (the commands only parse their
+arguments and print what these return) and behind the benchmarks' scoring of packages. Each imports what it
+needs when called, so importing this module stays cheap.
+
+Example::
+
+    from slimship.api import evaluate_package, load, predict
+
+    pkg = load("runs/first/model.slim")                       # verified once, reused below
+    print(evaluate_package(pkg, "./my_images_test")["accuracy"])
+    for row in predict(pkg, ["photo1.png", "photo2.png"], top=2):
+        print(row["image"], row["top"][0]["class"])
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence, Union
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from slimship.package.pack import LoadedPackage
+
+#: A package file (path) or a package already returned by :func:`load`.
+PackageRef = Union[str, Path, "LoadedPackage"]
+
+
+def load(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
+    """Read a package and verify every hash, ready to compute logits in ONNX Runtime.
+
+    Args:
+        path: the ``.slim`` file.
+        base: for a task stored as a delta (docs/delta.md), its base package; by default a ``*.slim`` next to
+            ``path`` whose hash is the one the delta records. Must be None for a full package.
+
+    Returns:
+        :class:`slimship.package.pack.LoadedPackage` (``class_names``, ``preprocessing``, ``manifest``,
+        ``logits(images)``).
+
+    Raises:
+        PackageError: the file is missing, truncated, modified or not a package; a delta's base cannot be found
+            or does not match; ``base`` was given for a full package.
+    """
+    import slimship.data  # noqa: F401  registers the built-in preprocessing kinds a manifest names
+    from slimship.package.pack import load_package
+
+    return load_package(path, base=base)
+
+
+def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | None = None) -> dict:
+    """Top-1 accuracy of a package on labelled data, with the package's own runtime and preprocessing.
+
+    Args:
+        package: a ``.slim`` path, or a package from :func:`load`.
+        data: a data source as in a recipe (class folders, idx files, ``.npz``, ``fashion-mnist``); a source
+            with its own test split contributes that split, else all its images. Classes are matched to the
+            package's by name where the source names them.
+        base: the base package of a delta package given by path (see :func:`load`).
+
+    Returns:
+        ``{"package", "data", "images", "accuracy", "recorded_accuracy", "seconds", "runtime"}``: ``accuracy``
+        in [0, 1] (NaN for no images), ``recorded_accuracy`` the test accuracy measured when the package was
+        made (None if it records none), ``seconds`` the inference time, rounded to 1 ms. This is what
+        ``slimship eval --json`` prints.
+
+    Raises:
+        PackageError: as :func:`load`. DataError: the data cannot be read, or has classes the package lacks.
+        ValueError: ``base`` with a package loaded already (give it to :func:`load`).
+    """
+    from slimship.data import load_eval_split
+
+    pkg = _loaded(package, base)
+    split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None)
+    t0 = time.perf_counter()
+    logits = pkg.logits(split.images)
+    secs = time.perf_counter() - t0
+    acc = float((logits.argmax(1) == split.labels).mean()) if len(split) else float("nan")
+    return {"package": _name(package), "data": str(data), "images": len(split), "accuracy": acc,
+            "recorded_accuracy": pkg.manifest.get("metrics", {}).get("accuracy"),
+            "seconds": round(secs, 3), "runtime": "onnxruntime"}
+
+
+def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top: int = 3,
+            base: str | Path | None = None) -> list[dict]:
+    """Classify images with a package: softmax probabilities of its logits, the ``top`` most likely classes.
+
+    Args:
+        package: a ``.slim`` path, or a package from :func:`load`.
+        images: image files (any Pillow format, converted to the package's channels; all of one size; one
+            path alone is one image), or images as the data sources deliver them (uint8 ``[N, H, W, C]``, any
+            size).
+        top: classes to return per image, most likely first (at least 1, at most all of them).
+        base: the base package of a delta package given by path (see :func:`load`).
+
+    Returns:
+        One dict per image, in order: ``{"image": its path (or its index in an array), "top": [{"class": name,
+        "probability": p}, ...]}`` with ``p`` rounded to 4 decimals. This is what ``slimship predict --json``
+        prints.
+
+    Raises:
+        PackageError: as :func:`load`. DataError: no images, a file that is missing or not an image, or files
+            of different sizes. ValueError: ``base`` with a package loaded already (give it to :func:`load`).
+    """
+    import numpy as np
+
+    pkg = _loaded(package, base)
+    if isinstance(images, np.ndarray):
+        arrays, names = images, list(range(len(images)))
+    else:
+        from slimship.data import load_images_for_prediction
+
+        names = [str(images)] if isinstance(images, (str, Path)) else [str(p) for p in images]
+        arrays = load_images_for_prediction(names, pkg.preprocessing.channels, None)
+    logits = pkg.logits(arrays)
+    z = logits - logits.max(1, keepdims=True)  # shifted so that exp cannot overflow
+    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    rows = []
+    for name, p in zip(names, probs):
+        best = np.argsort(-p)[: max(1, top)]
+        rows.append({"image": name, "top": [{"class": pkg.class_names[i], "probability": round(float(p[i]), 4)}
+                                            for i in best]})
+    return rows
+
+
+def inspect_package(path: str | Path, layers: bool = False) -> dict:
+    """What is inside a package: manifest summary, parts and their bytes, recorded metrics and provenance.
+
+    Args:
+        path: the ``.slim`` file (verified in full; a delta package needs no base here).
+        layers: also list where the bytes go, one row per weight tensor (decodes every tensor: slower).
+
+    Returns:
+        ``{"path", "size_bytes", "format_version", "package_sha256", "slimship_version", "created", "model",
+        "structural_edits", "preprocessing", "metrics", "parts", "recipe", "delta", "rebuilt_from"}`` plus
+        ``"layers"`` (dicts of :class:`slimship.package.layer_bytes.TensorBytes`) with ``layers=True``.
+        ``delta`` is None for a full package, else the base it needs and how it was encoded. This is what
+        ``slimship inspect --json`` prints.
+
+    Raises:
+        PackageError: the file is missing, damaged or not a package; ``layers=True`` for a package without
+            its own deploy graph (a delta package).
+    """
+    from slimship.package.format import read_package
+
+    pkg = read_package(path, verify=True)
+    m = pkg.manifest
+    info = {
+        "path": str(path), "size_bytes": pkg.size_bytes, "format_version": pkg.format_version,
+        "package_sha256": pkg.package_sha256, "slimship_version": m.get("slimship_version"), "created": m.get("created"),
+        "model": {k: v for k, v in m.get("model", {}).items() if k != "arch_edits"},
+        "structural_edits": len(m.get("model", {}).get("arch_edits", {}) or {}),
+        "preprocessing": m.get("preprocessing"),
+        "metrics": {k: m.get("metrics", {}).get(k)
+                    for k in ("name", "accuracy", "val_accuracy", "params", "nonzero_params", "macs", "latency_ms")},
+        "parts": [{"name": p.name, "codec": p.codec, "stored_bytes": p.stored_size, "raw_bytes": p.raw_size,
+                   "sha256": p.sha256} for p in pkg.parts.values()],
+        "recipe": m.get("recipe", {}).get("name"),
+        "delta": _delta_summary(m.get("delta")),
+        "rebuilt_from": m.get("rebuilt_from"),
+    }
+    if layers:
+        from dataclasses import asdict
+
+        info["layers"] = [asdict(r) for r in _layer_rows(path)]
+    return info
+
+
+def _loaded(package: PackageRef, base: str | Path | None) -> LoadedPackage:
+    from slimship.package.pack import LoadedPackage
+
+    if isinstance(package, LoadedPackage):
+        if base is not None:
+            raise ValueError("base applies to a package given by path; this one is loaded already (pass base to load)")
+        return package
+    return load(package, base)
+
+
+def _name(package: PackageRef) -> str:
+    """The package as the caller named it (its file for a loaded one)."""
+    from slimship.package.pack import LoadedPackage
+
+    return package.package.path if isinstance(package, LoadedPackage) else str(package)
+
+
+def _layer_rows(path: str | Path):
+    from slimship.core.errors import PackageError
+    from slimship.package.layer_bytes import layer_bytes
+
+    try:
+        return layer_bytes(path)
+    except PackageError as e:
+        raise PackageError(f"{e} (--layers needs a package with its own deploy graph: pull a delta task whole, "
+                           f"or inspect it without --layers)") from None
+
+
+def _delta_summary(meta) -> dict | None:
+    """The delta manifest entry without its bulky encoding details (None for a full package)."""
+    if not isinstance(meta, dict):
+        return None
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    return {"base_package_sha256": meta.get("base_package_sha256"), "base_graph_sha256": meta.get("base_graph_sha256"),
+            "mode": meta.get("mode"), **{k: info.get(k) for k in ("preset", "value_bits", "density", "full_bytes", "check")}}
