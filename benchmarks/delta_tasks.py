@@ -128,7 +128,8 @@ def describe(info: dict) -> str:
 
 
 class Scorer:
-    """Accuracy of an ONNX graph on fixed images, preprocessed the way the task package says."""
+    """Accuracy of an ONNX graph on fixed images, preprocessed the way the task package says: for scoring graphs
+    that are not packages (``best_delta``'s candidates). Packages are scored with ``slimship.api.evaluate_package``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, pre):
         from slimship.data.transforms import resize_uint8
@@ -208,9 +209,9 @@ def trained(out: Path, runs: dict[str, tuple[Path, Path]]) -> int:
     """The table of the sparse-delta task models: every figure read back from the packages on disk."""
     import hashlib
 
-    from slimship.package.delta import load_task_onnx
+    from slimship.api import evaluate_package, load
     from slimship.package.format import read_package
-    from slimship.package.pack import ONNX_PART, load_package
+    from slimship.package.pack import ONNX_PART
 
     rows, bases = [], {}
     for name, (run_dir, _held) in runs.items():
@@ -221,12 +222,11 @@ def trained(out: Path, runs: dict[str, tuple[Path, Path]]) -> int:
         base_path = run_dir / "packages" / "base.slim"
         bases[name] = (hashlib.sha256(read_package(base_path).read_part(ONNX_PART)).hexdigest(),
                        base_path.stat().st_size)
-        task = load_package(run_dir / "packages" / "finetuned.slim")
-        with np.load(out / "tasks" / f"{name}.npz", allow_pickle=False) as d:
-            test = Scorer(d["x_test"], d["y_test"], task.preprocessing)
+        test_data = out / "tasks" / f"{name}.npz"  # evaluate_package scores its test split
+        task = load(run_dir / "packages" / "finetuned.slim")
         # Rebuilt from the delta package + the base package, as a user would, and scored again.
-        rebuilt = test(load_task_onnx(dp["path"], base_path))
-        full_acc = test(task.onnx)
+        rebuilt = evaluate_package(dp["path"], test_data, base=base_path)["accuracy"]
+        full_acc = evaluate_package(task, test_data)["accuracy"]
         delta_bytes, full_bytes = Path(dp["path"]).stat().st_size, (run_dir / "packages" / "finetuned.slim").stat().st_size
         rows.append((name, len(task.class_names), full_acc, rebuilt, full_bytes, delta_bytes,
                      dp.get("changed_fraction") or 0.0, sd["accuracy"]))
@@ -263,7 +263,7 @@ def in_store(out: Path, runs: dict[str, tuple[Path, Path]]) -> None:
     task back (rebuilt whole) and score the pulled package; then the store's own per-task figures."""
     import shutil
 
-    from slimship.package.pack import load_package
+    from slimship.api import evaluate_package
     from slimship.package.store import Store, push_delta
 
     root = out / "store"
@@ -276,9 +276,7 @@ def in_store(out: Path, runs: dict[str, tuple[Path, Path]]) -> None:
     for name, (run_dir, _held) in runs.items():
         push_delta(store, run_dir / "packages" / "finetuned-delta.slim", "lite0-base@1", name=name, version="1")
         pulled = store.pull(f"{name}@1", out / "pulled" / f"{name}.slim")
-        pkg = load_package(pulled.path)
-        with np.load(out / "tasks" / f"{name}.npz", allow_pickle=False) as d:
-            acc = Scorer(d["x_test"], d["y_test"], pkg.preprocessing)(pkg.onnx)
+        acc = evaluate_package(pulled.path, out / "tasks" / f"{name}.npz")["accuracy"]
         print(f"  {name:18s} pulled and rebuilt: test {100 * acc:.2f} %")
     st = store.stats()
     print(f"  {'name@version':22s} {'stored B':>10s} {'full B':>10s} {'%':>6s}  kind")
