@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+import slimship.data  # noqa: F401  (registers the built-in preprocessing kinds a manifest may name)
 from slimship import __version__
 from slimship.core.preprocessing import Preprocessing, preprocessing_from_dict
 from slimship.core.errors import PackageError
