@@ -9,6 +9,8 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--out", metavar="FILE", help="where to write the package (default: ./NAME.slim; a folder: NAME.slim in it)")
     p.add_argument("--raw", action="store_true",
                    help="a task stored as a delta: write the delta package as stored, not the rebuilt full package")
+    p.add_argument("--key", action="append", default=[], metavar="KEY.pub",
+                   help="trusted public key (repeatable): refuse the package unless signed by one of them")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -19,7 +21,14 @@ def run(args) -> int:
     from slimship.package.store import Store, storage_options_from_env
 
     store = Store(args.store, storage_options=storage_options_from_env(args.store))
-    r = store.pull(args.ref, out=args.out, raw=args.raw)
+    if args.key:
+        from slimship.package.sign import pull_signed
+
+        r, check = pull_signed(store, args.ref, args.key, out=args.out, raw=args.raw)
+        if not args.json:
+            print(f"signature OK: key {check.key_id} ({check.key_path}) signed sha256 {check.signed_sha256[:16]}…")
+    else:
+        r = store.pull(args.ref, out=args.out, raw=args.raw)
     if args.json:
         print(json.dumps(asdict(r), indent=2))
     elif r.rebuilt_from:
