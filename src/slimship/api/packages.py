@@ -30,26 +30,47 @@ if TYPE_CHECKING:
 PackageRef = Union[str, Path, "LoadedPackage"]
 
 
-def load(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
-    """Read a package and verify every hash, ready to compute logits in ONNX Runtime.
+def load(path: str | Path, base: str | Path | None = None,
+         key: str | Path | Sequence[str | Path] | None = None) -> LoadedPackage:
+    """Read a package and verify every hash (and, with ``key``, its signature), ready to classify.
 
     Args:
         path: the ``.slim`` file.
         base: for a task stored as a delta (docs/delta.md), its base package; by default a ``*.slim`` next to
             ``path`` whose hash is the one the delta records. Must be None for a full package.
+        key: a trusted Ed25519 public key file (or several): the package must carry a valid signature by one
+            of them (``slimship sign``; docs/package-format.md, "Signatures"). A delta package's own signature is
+            checked; its base is pinned by the hash the signed delta records.
 
     Returns:
         :class:`slimship.package.pack.LoadedPackage` (``class_names``, ``preprocessing``, ``manifest``,
-        ``logits(images)``).
+        ``predict(images, top=3)``, ``logits(images)``).
 
     Raises:
         PackageError: the file is missing, truncated, modified or not a package; a delta's base cannot be found
-            or does not match; ``base`` was given for a full package.
+            or does not match; ``base`` was given for a full package; with ``key``: the package is unsigned, signed
+            by another key, modified after signing, or its signature is wrong. SlimshipError: a key file is
+            unusable.
     """
     import slimship.data  # noqa: F401  registers the built-in preprocessing kinds a manifest names
     from slimship.package.pack import load_package
 
-    return load_package(path, base=base)
+    trusted = _trusted_keys(key)  # read first: a bad key file fails before the package is decoded
+    pkg = load_package(path, base=base)
+    if trusted:
+        from slimship.package.sign import check_signature
+
+        check_signature(pkg.package, trusted)  # the bytes load_package verified, not the file read again
+    return pkg
+
+
+def _trusted_keys(key):
+    if key is None:
+        return []
+    from slimship.package.sign import load_public_key
+
+    keys = [key] if isinstance(key, (str, Path)) else list(key)
+    return [load_public_key(k) for k in keys]
 
 
 def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | None = None) -> dict:
@@ -106,25 +127,7 @@ def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top:
         PackageError: as :func:`load`. DataError: no images, a file that is missing or not an image, or files
             of different sizes. ValueError: ``base`` with a package loaded already (give it to :func:`load`).
     """
-    import numpy as np
-
-    pkg = _loaded(package, base)
-    if isinstance(images, np.ndarray):
-        arrays, names = images, list(range(len(images)))
-    else:
-        from slimship.data import load_images_for_prediction
-
-        names = [str(images)] if isinstance(images, (str, Path)) else [str(p) for p in images]
-        arrays = load_images_for_prediction(names, pkg.preprocessing.channels, None)
-    logits = pkg.logits(arrays)
-    z = logits - logits.max(1, keepdims=True)  # shifted so that exp cannot overflow
-    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    rows = []
-    for name, p in zip(names, probs):
-        best = np.argsort(-p)[: max(1, top)]
-        rows.append({"image": name, "top": [{"class": pkg.class_names[i], "probability": round(float(p[i]), 4)}
-                                            for i in best]})
-    return rows
+    return _loaded(package, base).predict(images, top)
 
 
 def inspect_package(path: str | Path, layers: bool = False) -> dict:
@@ -136,9 +139,11 @@ def inspect_package(path: str | Path, layers: bool = False) -> dict:
 
     Returns:
         ``{"path", "size_bytes", "format_version", "package_sha256", "slimship_version", "created", "model",
-        "structural_edits", "preprocessing", "metrics", "parts", "recipe", "delta", "rebuilt_from"}`` plus
+        "structural_edits", "preprocessing", "metrics", "parts", "recipe", "delta", "rebuilt_from", "signatures"}`` plus
         ``"layers"`` (dicts of :class:`slimship.package.layer_bytes.TensorBytes`) with ``layers=True``.
-        ``delta`` is None for a full package, else the base it needs and how it was encoded. This is what
+        ``delta`` is None for a full package, else the base it needs and how it was encoded; ``signatures``
+        lists ``{"key_id", "matches"}`` (who signed it, and whether that signature still covers the contents: the
+        cryptographic check needs the public key, ``verify --key``). This is what
         ``slimship inspect --json`` prints.
 
     Raises:
@@ -146,6 +151,7 @@ def inspect_package(path: str | Path, layers: bool = False) -> dict:
             its own deploy graph (a delta package).
     """
     from slimship.package.format import read_package
+    from slimship.package.sign import signature_summary
 
     pkg = read_package(path, verify=True)
     m = pkg.manifest
@@ -162,6 +168,7 @@ def inspect_package(path: str | Path, layers: bool = False) -> dict:
         "recipe": m.get("recipe", {}).get("name"),
         "delta": _delta_summary(m.get("delta")),
         "rebuilt_from": m.get("rebuilt_from"),
+        "signatures": signature_summary(pkg),
     }
     if layers:
         from dataclasses import asdict

@@ -95,6 +95,13 @@ class LoadedPackage:
                 for i in range(0, len(images), 512)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
 
+    def predict(self, images, top: int = 3) -> list[dict]:
+        """Classify image files or uint8 images [N,H,W,C]: ``[{"image", "top": [{"class", "probability"}]}]``, as
+        ``slimship predict --json`` prints (see :func:`slimship.package.predict.predict_images`)."""
+        from slimship.package.predict import predict_images
+
+        return predict_images(self, images, top)
+
 
 def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
     """Read and fully verify a package; raise PackageError with a clear message if anything is off.
