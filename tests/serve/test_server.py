@@ -1,0 +1,91 @@
+"""``slimship serve`` as a real process on a free loopback port: start-up, answers, refusals at start-up, and a
+graceful shutdown that still answers the request in flight. Nothing is timed: the test waits for states
+(the server's own metrics say when a request is queued), with generous bounds only against hanging."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "slim-v0.1"
+
+
+def _start(*args: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.Popen([sys.executable, "-m", "slimship.cli.main", "serve", *args, "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in p.stdout:
+        m = re.match(r"serving on (http://127\.0\.0\.1:\d+)", line)
+        if m:
+            return p, m.group(1)
+    p.wait(60)
+    pytest.fail(f"the server did not start: {p.stderr.read()}")
+
+
+def _wait_for(url: str, pattern: str, tries: int = 600) -> None:
+    """Poll ``url`` until its text matches ``pattern`` (no timing: a bounded number of polls)."""
+    for _ in range(tries):
+        try:
+            if re.search(pattern, httpx.get(url, timeout=30).text):
+                return
+        except httpx.TransportError:
+            pass
+        threading.Event().wait(0.05)
+    pytest.fail(f"{url} never matched {pattern!r}")
+
+
+def test_serve_answers_then_shuts_down_gracefully(tmp_path):
+    image = base64.b64encode(_png()).decode()
+    # a long batching wait: the request is certainly still in flight when SIGTERM arrives
+    proc, url = _start(f"bars={FIXTURES / 'int8.slim'}", "--max-wait-ms", "3000", "--max-batch", "64")
+    try:
+        assert httpx.get(f"{url}/ready", timeout=30).json()["models"] == ["bars"]
+        answer = {}
+        t = threading.Thread(target=lambda: answer.update(
+            r=httpx.post(f"{url}/v1/models/bars/predict", json={"images": [image]}, timeout=60)))
+        t.start()
+        _wait_for(f"{url}/metrics", r'slimship_queued_inputs\{model="bars"\} 1\.0')
+        proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        assert answer["r"].status_code == 200 and answer["r"].json()["predictions"][0]["top"][0]["class"] == "top"
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(httpx.TransportError):  # nothing listens any more
+        httpx.get(f"{url}/health", timeout=5)
+
+
+def _png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.zeros((32, 32), np.uint8)
+    img[:10] = 220  # a bright bar at the top: class "top"
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_serve_refuses_bad_packages_at_start_up_in_one_line(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    bad = tmp_path / "bad.slim"
+    bad.write_bytes(b"not a package")
+    for args, phrase in (([str(bad)], "not a slimship package"),
+                         ([str(FIXTURES / "int8.slim"), "--require-signature"], "needs the publisher's public key")):
+        p = subprocess.run([sys.executable, "-m", "slimship.cli.main", "serve", *args, "--port", "0"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        err = p.stderr.strip()
+        assert p.returncode == 2 and len(err.splitlines()) == 1 and phrase in err and "Traceback" not in err, err
+        assert "serving on" not in p.stdout
