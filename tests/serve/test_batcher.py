@@ -91,3 +91,36 @@ def test_close_answers_what_is_queued_then_refuses():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         BatchingConfig(max_batch_size=0)
+
+
+def test_a_batch_waits_for_announced_requests_only():
+    """Announced requests (arrived, inputs being decoded) are waited for; a lone request is not delayed, and a
+    withdrawn announcement releases the batch at once. wait_for only guards against a hang."""
+    batches: list[int] = []
+
+    def model(x):
+        batches.append(len(x))
+        return x
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            b = Batcher(model, BatchingConfig(max_batch_size=8, max_wait_ms=600_000), pool)
+            b.start()
+            b.announce()
+            b.announce()
+            first = asyncio.ensure_future(b.submit(np.ones((1, 1), np.float32), announced=True))
+            for _ in range(5):
+                await asyncio.sleep(0)  # the worker takes the first request and waits for the announced one
+            second = asyncio.ensure_future(b.submit(np.ones((2, 1), np.float32), announced=True))
+            await asyncio.wait_for(asyncio.gather(first, second), 60)
+            b.announce()
+            third = asyncio.ensure_future(b.submit(np.ones((1, 1), np.float32)))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            b.withdraw()  # the announced request was refused: nothing left to wait for
+            await asyncio.wait_for(third, 60)
+            await asyncio.wait_for(b.submit(np.ones((1, 1), np.float32)), 60)  # alone: runs at once
+            await b.close()
+
+    asyncio.run(go())
+    assert batches == [3, 1, 1]

@@ -5,6 +5,7 @@ graceful shutdown that still answers the request in flight. Nothing is timed: th
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -44,25 +45,46 @@ def _wait_for(url: str, pattern: str, tries: int = 600) -> None:
 
 
 def test_serve_answers_then_shuts_down_gracefully(tmp_path):
-    image = base64.b64encode(_png()).decode()
-    # a long batching wait: the request is certainly still in flight when SIGTERM arrives
-    proc, url = _start(f"bars={FIXTURES / 'int8.slim'}", "--max-wait-ms", "3000", "--max-batch", "64")
+    """SIGTERM while a request is in flight (its body half sent): the server stops listening at once, still
+    answers that request, then exits 0."""
+    body = json.dumps({"images": [base64.b64encode(_png()).decode()]}).encode()
+    gate = threading.Event()
+
+    def slow_body():
+        yield body[:20]
+        gate.wait(120)
+        yield body[20:]
+
+    proc, url = _start(f"bars={FIXTURES / 'int8.slim'}")
     try:
         assert httpx.get(f"{url}/ready", timeout=30).json()["models"] == ["bars"]
         answer = {}
-        t = threading.Thread(target=lambda: answer.update(
-            r=httpx.post(f"{url}/v1/models/bars/predict", json={"images": [image]}, timeout=60)))
+        t = threading.Thread(target=lambda: answer.update(r=httpx.post(
+            f"{url}/v1/models/bars/predict", content=slow_body(), headers={"content-type": "application/json"},
+            timeout=120)))
         t.start()
-        _wait_for(f"{url}/metrics", r'slimship_queued_inputs\{model="bars"\} 1\.0')
+        _wait_for(f"{url}/metrics", r'slimship_requests_in_flight\{model="bars"\} 1\.0')
         proc.send_signal(signal.SIGTERM)
-        t.join(60)
+        _wait_until_refused(f"{url}/health")  # shutting down: no new connections
+        gate.set()
+        t.join(120)
         assert answer["r"].status_code == 200 and answer["r"].json()["predictions"][0]["top"][0]["class"] == "top"
         assert proc.wait(60) == 0
+        assert "stopped (SIGTERM) after answering the requests in flight" in proc.stdout.read()
     finally:
+        gate.set()
         proc.kill()
         proc.wait()
-    with pytest.raises(httpx.TransportError):  # nothing listens any more
-        httpx.get(f"{url}/health", timeout=5)
+
+
+def _wait_until_refused(url: str, tries: int = 600) -> None:
+    for _ in range(tries):
+        try:
+            httpx.get(url, timeout=5)
+        except httpx.ConnectError:
+            return
+        threading.Event().wait(0.05)
+    pytest.fail(f"{url} still accepts connections")
 
 
 def _png() -> bytes:

@@ -145,13 +145,23 @@ async def _predict(model: ServedModel, request, limits: Limits) -> dict:
     from slimship.package.predict import top_classes
 
     top = _top(request.query_params.get("top", "3"))
-    names, payload, files = await _read_payload(model, request, limits)
-    pre = model.package.preprocessing
-    decode = (model.inputs.from_files, files) if files is not None else (model.inputs.from_json, payload)
-    # decoding and resizing are CPU work: off the event loop, in the request thread pool
-    examples = await run_in_threadpool(decode[0], decode[1], limits, pre)
-    inputs = await run_in_threadpool(model.inputs.model_input, examples, pre)
-    logits = await model.batcher.submit(inputs)
+    model.batcher.announce()  # batches forming meanwhile wait for this request (up to max_wait)
+    submitted = False
+    try:
+        names, payload, files = await _read_payload(model, request, limits)
+        pre = model.package.preprocessing
+        kind = model.inputs
+
+        def prepare():
+            examples = kind.from_files(files, limits, pre) if files is not None else kind.from_json(payload, limits, pre)
+            return kind.model_input(examples, pre)
+
+        inputs = await run_in_threadpool(prepare)  # decoding and resizing are CPU work: off the event loop
+        submitted = True
+        logits = await model.batcher.submit(inputs, announced=True)
+    finally:
+        if not submitted:
+            model.batcher.withdraw()
     rows = top_classes(logits, model.package.class_names, top)
     return {"model": model.name, "predictions": [{"image": n, "top": r} for n, r in zip(names, rows)]}
 

@@ -3,7 +3,11 @@
 Each request hands in its model inputs (``n`` rows); one worker task per model takes the oldest request, adds
 every request already waiting, then waits at most ``max_wait`` for more, until the batch holds ``max_batch_size``
 rows, and runs it in the inference thread. While a batch runs, new requests queue up and form the next batch, so
-under load batches fill without waiting and an idle server answers a lone request after ``max_wait`` at most.
+under load batches fill without waiting.
+
+The wait is only spent when a request is on its way: the server calls :meth:`~Batcher.announce` for each request
+as it arrives, before decoding its images, and the worker waits for announced requests only. A lone request therefore
+runs at once (no batching delay at low load), and requests that arrive together wait for each other.
 ``max_batch_size=1`` turns batching off: every request runs alone, in arrival order.
 
 A request larger than ``max_batch_size`` runs as its own batch; a request is never split. The queue is bounded
@@ -58,7 +62,8 @@ class Batcher:
 
         batcher = Batcher(session, BatchingConfig(max_batch_size=32, max_wait_ms=2), executor)
         batcher.start()                      # inside the running event loop
-        logits = await batcher.submit(x)     # x: [n, ...] model inputs -> [n, K]
+        batcher.announce()                   # a request arrived; decode its inputs, then
+        logits = await batcher.submit(x, announced=True)   # x: [n, ...] model inputs -> [n, K]
         await batcher.close()                # finishes every queued request, then stops
     """
 
@@ -67,6 +72,7 @@ class Batcher:
         self.run, self.config, self.executor, self.on_batch = run, config, executor, on_batch
         self._pending: collections.deque[_Request] = collections.deque()
         self._queued_rows = 0
+        self._arriving = 0  # announced requests not yet submitted (their inputs are being decoded)
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -80,9 +86,23 @@ class Batcher:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._work())
 
-    async def submit(self, inputs: np.ndarray) -> np.ndarray:
-        """Queue ``inputs`` [n, ...] and wait for their outputs [n, ...]. Raises Busy when the queue is full or the
-        batcher is closing; whatever ``run`` raised, for a batch this request was part of."""
+    def announce(self) -> None:
+        """A request has arrived and will :meth:`submit` (or :meth:`withdraw`) soon: batches forming meanwhile wait
+        for it, up to max_wait."""
+        self._arriving += 1
+
+    def withdraw(self) -> None:
+        """An announced request will not submit after all (it was refused)."""
+        self._arriving -= 1
+        if self._wake is not None:
+            self._wake.set()
+
+    async def submit(self, inputs: np.ndarray, announced: bool = False) -> np.ndarray:
+        """Queue ``inputs`` [n, ...] and wait for their outputs [n, ...] (``announced``: this request called
+        :meth:`announce`). Raises Busy when the queue is full or the batcher is closing; whatever ``run`` raised, for
+        a batch this request was part of."""
+        if announced:
+            self._arriving -= 1
         if self._task is None or self._closing:
             raise Busy("the server is shutting down")
         if self._queued_rows and self._queued_rows + len(inputs) > self.config.max_queued:
@@ -126,8 +146,8 @@ class Batcher:
                 rows += batch[-1].rows
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closing:
-                break
+            if remaining <= 0 or self._closing or self._arriving <= 0:
+                break  # nobody is on the way: waiting would only delay this batch
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), remaining)
