@@ -184,10 +184,14 @@ async def _read_payload(model: ServedModel, request, limits: Limits):
         from starlette.datastructures import UploadFile
 
         try:
-            form = await request.form(max_files=limits.max_inputs, max_fields=16)
+            # one file over the limit is parsed so that _check_count refuses it with the same 413 as JSON does
+            form = await request.form(max_files=limits.max_inputs + 1, max_fields=16)
         except RequestError:
             raise
         except Exception as e:  # python-multipart's and starlette's parse errors
+            if "Too many files" in str(e):
+                raise RequestError(413, f"the request holds more than {limits.max_inputs} inputs, over this server's "
+                                        f"limit of {limits.max_inputs}: split it into several requests") from None
             raise RequestError(400, f"the multipart body cannot be parsed ({str(e)[:120]}): send files as "
                                     "multipart/form-data") from None
         files = [(v.filename or k, await v.read()) for k, v in form.multi_items() if isinstance(v, UploadFile)]
