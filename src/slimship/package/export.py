@@ -19,6 +19,7 @@ from slimship.core.errors import PackageError, SlimshipError
 from slimship.core.atomic import write_atomically
 from slimship.package.format import read_package
 from slimship.package.deploy import deploy_graph
+from slimship.package.verify import check_package
 
 # Exactly the dtypes safetensors.numpy reads back; anything else (strings, bfloat16, float8, int4) is
 # refused up front with a clear message instead of a KeyError from inside safetensors.
@@ -57,6 +58,7 @@ def export_package(
     if onnx is None and safetensors is None:
         raise SlimshipError("nothing to export: pass --onnx FILE and/or --safetensors FILE")
     pkg = read_package(package, verify=True)
+    check_package(pkg)  # a package refused by `verify` is not exported either
     graph = deploy_graph(pkg)
     tensors: dict[str, np.ndarray] = {}
     if safetensors is not None:

@@ -11,7 +11,6 @@ from typing import Any, Iterator
 
 from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
-from slimship.package.format import verify_package
 from slimship.package.store.backend import _Missing, _open_backend
 from slimship.package.store.deltas import base_for_push, pull_rebuilt, task_usage
 from slimship.package.store.records import (
@@ -23,6 +22,7 @@ from slimship.package.store.records import (
     _read_verified,
     _split_package,
 )
+from slimship.package.verify import verify
 from slimship.package.store.refs import (
     _BLOBS,
     _HEX64,
@@ -180,7 +180,7 @@ class Store:
 
         ``out`` defaults to ``./NAME.slim``; an existing folder gets ``NAME.slim`` inside it. Every
         blob's SHA-256, the trailer, the whole file's SHA-256 (= the package id) and the package itself
-        (:func:`verify_package`) are checked on a temporary file in the target folder, which then
+        (:func:`~slimship.package.verify.verify`: graph and manifest too) are checked on a temporary file in the target folder, which then
         replaces ``out`` atomically; on any problem ``out`` is left untouched and PackageError raised.
 
         A delta package is written as the full task package rebuilt from it and its base (both fetched and
@@ -235,7 +235,7 @@ class Store:
 
     def _verified(self, tmp: Path) -> None:
         try:
-            verify_package(tmp)
+            verify(tmp)
         except PackageError as e:
             raise PackageError(f"store {self.url}: the re-assembled package failed verification ({e})") from None
 
