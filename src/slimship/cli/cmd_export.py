@@ -10,6 +10,7 @@ def add_arguments(p) -> None:
     p.add_argument("--onnx", metavar="FILE", help="write the deploy graph (ONNX) here")
     p.add_argument("--safetensors", metavar="FILE",
                    help="write the graph's initializers (weights, int8 weights, scales, zero points) here")
+    p.add_argument("--force", action="store_true", help="replace output files that already hold something else")
 
 
 def run(args) -> int:
@@ -17,7 +18,7 @@ def run(args) -> int:
     from slimship.package.export import export_package
 
     with full_package(args.package, args.base) as path:  # a delta package: its task rebuilt, in a temp folder
-        r = export_package(path, onnx=args.onnx, safetensors=args.safetensors)
+        r = export_package(path, onnx=args.onnx, safetensors=args.safetensors, force=args.force)
     if r.onnx:
         print(f"wrote {r.onnx}")
     if r.safetensors:

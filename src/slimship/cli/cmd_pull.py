@@ -7,6 +7,7 @@ def add_arguments(p) -> None:
     p.add_argument("ref", metavar="NAME[@VERSION|@sha256:HEX]", help="package to fetch (NAME alone: the latest version)")
     p.add_argument("store", help="store: a folder or an fsspec URL (SLIMSHIP_S3_ENDPOINT sets an S3-compatible endpoint)")
     p.add_argument("-o", "--out", metavar="FILE", help="where to write the package (default: ./NAME.slim; a folder: NAME.slim in it)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file that holds something else")
     p.add_argument("--raw", action="store_true",
                    help="a task stored as a delta: write the delta package as stored, not the rebuilt full package")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -19,7 +20,7 @@ def run(args) -> int:
     from slimship.package.store import Store, storage_options_from_env
 
     store = Store(args.store, storage_options=storage_options_from_env(args.store))
-    r = store.pull(args.ref, out=args.out, raw=args.raw)
+    r = store.pull(args.ref, out=args.out, raw=args.raw, force=args.force)
     if args.json:
         print(json.dumps(asdict(r), indent=2))
     elif r.rebuilt_from:
