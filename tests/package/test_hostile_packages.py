@@ -308,7 +308,7 @@ def test_four_gib_of_zeros_in_a_few_megabytes_are_refused_before_decoding(gib_bo
     assert peak < 2**20
     # Every command, in a process that could not even hold one decoded part.
     for command in (["verify", gib_bomb], ["inspect", gib_bomb]):
-        code, _, err = cli(command, memory=1536 * 2**20)
+        code, _, err = cli(command, memory=768 * 2**20)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "limit per package" in err, err
 
 

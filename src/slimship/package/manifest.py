@@ -58,8 +58,8 @@ def check_manifest(manifest: Any, graph: GraphIO | None, source: str = "the pack
     if not isinstance(model, dict):
         raise bad("the manifest lacks a model description")
     for where, key, kind in _TYPED:
-        value = (manifest if where == "manifest" else model).get(key)
-        if value is not None and not isinstance(value, kind):
+        container = manifest if where == "manifest" else model
+        if key in container and not isinstance(container[key], kind):
             raise bad(f"the manifest's {'' if where == 'manifest' else 'model '}{key} must be "
                       f"{'an object' if kind is dict else 'a string'}")
     names = model.get("class_names")
