@@ -52,7 +52,7 @@ def test_stats_names_damage_instead_of_reporting_a_healthy_store(capsys, store):
     record = json.loads(_record(store, "a/1").read_text())
     (store / "blobs" / "sha256" / record["header"]["blob"]).unlink()  # a@1 lost its header blob
     code, out, err = run(capsys, "store", "stats", store)
-    assert code == 1 and "DAMAGED: 1 problems" in out and "is missing" in out, out
+    assert code == 1 and "DAMAGED: 1 problem," in out and "is missing" in out, out
     stats = json.loads(run(capsys, "store", "stats", store, "--json")[1])
     assert stats["problems"] == [f"package sha256:{record['package'][:16]}…: blob "
                                  f"sha256:{record['header']['blob'][:16]}… is missing"]

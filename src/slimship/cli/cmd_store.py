@@ -81,7 +81,7 @@ def _stats(store, as_json: bool) -> int:
     if s["unreferenced_packages"]:
         print(f"  {s['unreferenced_packages']} packages without a ref (interrupted pushes)")
     if s["problems"]:
-        print(f"  DAMAGED: {len(s['problems'])} problems, e.g. {printable(s['problems'][0])}")
+        print(f"  DAMAGED: {_count(len(s['problems']), 'problem')}, e.g. {printable(s['problems'][0])}")
     if any(t["delta"] for t in s["tasks"]):
         width = max(len(f"{t['name']}@{t['version']}") for t in s["tasks"])
         for t in s["tasks"]:
@@ -102,12 +102,17 @@ def _check(store, as_json: bool) -> int:
     if as_json:
         print(json.dumps(r, indent=2))
         return 1 if r["problems"] else 0
-    state = f"{len(r['problems'])} problems" if r["problems"] else "intact"
-    print(f"{printable(r['store'])}: {state} ({r['versions']} versions, {r['packages']} packages, {r['blobs']} blobs "
-          f"checked; {r['unreferenced_packages']} packages without a ref, {r['unused_blobs']} unused blobs)")
+    state = _count(len(r["problems"]), "problem") if r["problems"] else "intact"
+    print(f"{printable(r['store'])}: {state} ({_count(r['versions'], 'version')}, {_count(r['packages'], 'package')}, "
+          f"{_count(r['blobs'], 'blob')} checked; {_count(r['unreferenced_packages'], 'package')} without a ref, "
+          f"{_count(r['unused_blobs'], 'unused blob')})")
     for problem in r["problems"]:
         print(f"  {printable(problem, 300)}")
     if r["problems"]:
         print("  repair: push each damaged package again (blobs and records are rewritten), or remove its refs",
               file=sys.stderr)
     return 1 if r["problems"] else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
