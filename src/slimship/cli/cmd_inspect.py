@@ -13,12 +13,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import json
 
-    from slimship.package.format import read_package
+    from slimship.package.format import open_package
     from slimship.package.manifest import printable as t  # manifest text is untrusted: never print it raw
-    from slimship.package.verify import check_package
+    from slimship.package.verify import verify
 
-    pkg = read_package(args.package, verify=True)
-    check_package(pkg)
+    verify(args.package)  # streamed: hashes, graph, manifest; then only the header is read again
+    pkg = open_package(args.package)
     m = pkg.manifest
     info = {
         "path": args.package, "size_bytes": pkg.size_bytes, "format_version": pkg.format_version,
