@@ -9,9 +9,12 @@ Layout (all integers little-endian; the full specification is docs/package-forma
     data area      the parts' stored bytes, back to back, in header order
     trailer        32 bytes: SHA-256 of every byte before it
 
-Reading never executes anything from the file (JSON and raw bytes only), checks every declared size
-against a fixed bound and against the real file size before trusting it, decodes with an output
-bound, and reports every problem as a one-line :class:`~slimship.core.errors.PackageError`.
+Reading never executes anything from the file (JSON and raw bytes only), opens only regular files,
+checks every declared size against fixed limits (per part, per package, expansion: see _header.py and
+docs/security.md) and against the real file size before trusting it, verifies by streaming (parts
+decoded incrementally with an output bound, hashed as they go), and reports every problem as a one-line
+:class:`~slimship.core.errors.PackageError`. This module checks the container only; what the parts mean
+(a self-contained graph, a sane manifest) is :mod:`slimship.package.verify`'s.
 The hashes give integrity, not authenticity: anyone who can rewrite the file can recompute them.
 """
 
