@@ -200,5 +200,6 @@ def test_s3_endpoint_from_environment(capsys, packages, tmp_path, monkeypatch):
         _ok(capsys, "pull", "clf@1", "s3://cli/models", "--out", tmp_path / "a.slim")
         assert sha256_file(tmp_path / "a.slim") == sha256_file(packages["a"])
         assert json.loads(_ok(capsys, "store", "stats", "s3://cli/models", "--json"))["packages"] == 1
+        assert "intact (1 version, 1 package, 2 blobs checked" in _ok(capsys, "store", "check", "s3://cli/models")  # blobs re-hashed
     finally:
         server.stop()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from slimship.package.format import read_package, sha256_file
 from slimship.package.pack import load_package
-from tests.package.test_store import s3_endpoint  # noqa: F401  (a fixture: the moto S3 server)
+from tests.package.conftest import s3_endpoint  # noqa: F401  (a fixture: the moto S3 server)
 from tests.package.test_store_delta import make_task_packages
 from tests.test_cli_store import _ok, _one_line_error
 

@@ -401,7 +401,7 @@ def test_pack_and_load_round_trip_and_wrong_base(graphs, tmp_path):
     assert load_task_onnx(tmp_path / "task.delta.slim", tmp_path / "base.slim") == task
 
     # a re-pack of the same base graph still fits (the graph is what the reconstruction depends on)
-    pack(tmp_path / "base2.slim", onnx=base, architecture="x", class_names=["x", "y"], preprocessing=pre, card="again")
+    pack(tmp_path / "base2.slim", onnx=base, architecture="x", class_names=list("abcdefghij"), preprocessing=pre, card="again")
     assert load_task_onnx(tmp_path / "task.delta.slim", tmp_path / "base2.slim") == task
     # another base is refused with a one-line message naming what to do
     with pytest.raises(PackageError, match="is not the base of .*pass the base package") as e:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,6 +18,8 @@ from slimship.core.errors import PackageError
 from slimship.package.format import sha256_file, verify_package, write_package
 from slimship.package.pack import load_package, pack
 from slimship.package.store import LATEST, Store, parse_ref, storage_options_from_env
+
+from .conftest import manifest
 
 PRE = ImagePreprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -360,15 +361,15 @@ def test_storage_options_from_env(monkeypatch):
     assert storage_options_from_env("/tmp/store") is None and storage_options_from_env("memory://x") is None
 
 
-def test_local_store_needs_neither_torch_nor_fsspec(tmp_path):
-    """A folder store works with the standard library alone (plus numpy, which slimship needs anyway)."""
-    write_package(tmp_path / "p.slim", {"k": 1}, {"model.onnx": b"graph" * 100})
+def test_local_store_needs_neither_torch_nor_fsspec(tmp_path, graph_bytes):
+    """A folder store needs neither torch nor fsspec (onnx, yes: every push and pull checks the deploy graph)."""
+    write_package(tmp_path / "p.slim", manifest(), {"model.onnx": graph_bytes})
     code = (
         "import sys\n"
         "from slimship.package.store import Store\n"
         f"s = Store({str(tmp_path / 'st')!r}); s.push({str(tmp_path / 'p.slim')!r}, name='p')\n"
         f"s.pull('p', {str(tmp_path / 'q.slim')!r}); s.list(); s.stats()\n"
-        "print(sorted(m for m in ('torch', 'fsspec', 'onnx') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'fsspec') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
@@ -376,36 +377,6 @@ def test_local_store_needs_neither_torch_nor_fsspec(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- S3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    """A moto S3 server on localhost with one bucket, "slimship"; skipped unless moto's server extras
-    (flask, flask_cors), s3fs and boto3 are installed."""
-    for module in ("moto", "moto.server", "flask", "flask_cors", "s3fs", "boto3"):
-        pytest.importorskip(module)
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="slimship")
-        yield endpoint
-    finally:
-        server.stop()
 
 
 def test_s3_round_trip_dedup_and_tampering(s3_endpoint, packages, tmp_path):

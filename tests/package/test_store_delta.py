@@ -18,7 +18,6 @@ from slimship.core.errors import PackageError
 from slimship.package.format import read_package, sha256_file
 from slimship.package.pack import load_package, pack
 from slimship.package.store import Store, delta_config, push_delta
-from tests.package.test_store import s3_endpoint  # noqa: F401  (a fixture: the moto S3 server)
 
 PRE = ImagePreprocessing(image_size=32, channels=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 X = np.random.default_rng(1).standard_normal((6, 3, 32, 32)).astype(np.float32)

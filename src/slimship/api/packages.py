@@ -150,10 +150,12 @@ def inspect_package(path: str | Path, layers: bool = False) -> dict:
         PackageError: the file is missing, damaged or not a package; ``layers=True`` for a package without
             its own deploy graph (a delta package).
     """
-    from slimship.package.format import read_package
+    from slimship.package.format import open_package
     from slimship.package.sign import signature_summary
+    from slimship.package.verify import verify
 
-    pkg = read_package(path, verify=True)
+    verify(path)  # streamed, within a memory bound: hashes, deploy graph, manifest bounds
+    pkg = open_package(path)  # then only the header is read again
     m = pkg.manifest
     info = {
         "path": str(path), "size_bytes": pkg.size_bytes, "format_version": pkg.format_version,

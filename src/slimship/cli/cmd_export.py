@@ -19,6 +19,7 @@ def add_arguments(p) -> None:
                    help="longest a request waits for a batch, in microseconds (default: 2000)")
     p.add_argument("--triton-accelerator", choices=["auto", "none", "openvino"], default="auto",
                    help="ONNX Runtime's OpenVINO accelerator in Triton (auto: if the package records OpenVINO)")
+    p.add_argument("--force", action="store_true", help="replace output files that already hold something else")
 
 
 def run(args) -> int:
@@ -31,7 +32,8 @@ def run(args) -> int:
     if not (args.onnx or args.safetensors or args.triton):
         raise SlimshipError("nothing to export: pass --onnx FILE, --safetensors FILE and/or --triton DIR")
     with full_package(args.package, args.base) as path:  # a delta package: its task rebuilt, in a temp folder
-        r = export_package(path, onnx=args.onnx, safetensors=args.safetensors) if args.onnx or args.safetensors else None
+        r = (export_package(path, onnx=args.onnx, safetensors=args.safetensors, force=args.force)
+             if args.onnx or args.safetensors else None)
         if args.triton:
             from slimship.package.triton import export_triton
 

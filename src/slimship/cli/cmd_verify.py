@@ -1,6 +1,8 @@
-"""slimship verify: check every hash of a package (and, with --key, its signature)."""
+"""slimship verify: check every hash of a package, its deploy graph and its manifest (and, with --key, its
+signature)."""
 
-HELP = "verify a package's hashes (every part and the whole file)"
+HELP = ("verify a package: every hash (each part and the whole file), a self-contained deploy graph, and a "
+        "manifest within bounds that fits the graph")
 
 
 def add_arguments(p) -> None:
@@ -10,13 +12,16 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from slimship.package.format import verify_package
+    from slimship.package.manifest import printable
+    from slimship.package.verify import verify
 
-    r = verify_package(args.package)
-    print(f"{args.package}: OK ({len(r['parts'])} parts, {r['size_bytes']:,} bytes, sha256 {r['package_sha256']})")
+    r = verify(args.package)
+    print(f"{printable(args.package)}: OK ({len(r['parts'])} parts, {r['size_bytes']:,} bytes, sha256 "
+          f"{r['package_sha256']}; deploy graph in {r['graph']} self-contained, {r['classes']} classes)")
     if args.key:
         from slimship.package.sign import verify_signature_file
 
         check = verify_signature_file(args.package, args.key)
-        print(f"{args.package}: signature OK (key {check.key_id}, {check.key_path}; signed hash {check.signed_sha256})")
+        print(f"{printable(args.package)}: signature OK (key {check.key_id}, {check.key_path}; signed hash "
+              f"{check.signed_sha256})")
     return 0

@@ -25,6 +25,10 @@ class Preprocessing(Protocol):
     def summary(self) -> dict:
         """Headline figures recorded with a run's data set ({"image_size": 64})."""
 
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one model input, without the batch dimension ((3, 64, 64)): a package's graph must take
+        exactly this."""
+
     def prepare(self, raw: Any) -> Any:
         """Examples as the data sources deliver them → stored rows (a torch batch) at the model's input size."""
 
@@ -44,10 +48,23 @@ class Preprocessing(Protocol):
 PREPROCESSINGS: Registry[type] = Registry("preprocessing kind")
 
 
-def preprocessing_from_dict(d: dict) -> Preprocessing:
+def preprocessing_from_dict(d: Any) -> Preprocessing:
     """Rebuild a preprocessing from its ``to_dict()`` (a dict without ``kind`` is an image one: packages written
-    before kinds existed). Raises PackageError for an unknown kind."""
+    before kinds existed). A kind's ``from_dict`` checks every value against that kind's bounds and raises
+    ValueError (or KeyError, TypeError) naming the first bad one.
+
+    Raises PackageError for a value that is not an object, an unknown kind, or a value the kind refuses."""
+    if not isinstance(d, dict):
+        raise PackageError(f"the preprocessing must be a JSON object, not {type(d).__name__}: re-create the package")
     kind = d.get("kind", "image")
-    if kind not in PREPROCESSINGS:
-        raise PackageError(f"unknown preprocessing kind {str(kind)[:40]!r}: upgrade slimship to read this package")
-    return PREPROCESSINGS.get(kind).from_dict(d)
+    if not isinstance(kind, str) or kind not in PREPROCESSINGS:
+        raise PackageError(f"unknown preprocessing kind {repr(kind)[:40]}: upgrade slimship to read this package")
+    try:
+        return PREPROCESSINGS.get(kind).from_dict(d)
+    except KeyError as e:
+        raise PackageError(f"the {kind} preprocessing lacks {repr(e.args[0])[:40] if e.args else 'a field'}: "
+                           "re-create the package with `slimship run`") from None
+    except (TypeError, ValueError) as e:
+        detail = " ".join(str(e).split())[:200]
+        raise PackageError(f"the {kind} preprocessing is invalid ({detail}): re-create the package with "
+                           "`slimship run`") from None

@@ -7,11 +7,22 @@ set) → /255 → replicate gray to the model's channels → normalise with the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from slimship.core.preprocessing import PREPROCESSINGS
+
+# Bounds a stored image preprocessing (a package manifest) must keep. The sizes are the recipe's own
+# (model.image_size); outside them a hostile manifest could make a reader allocate gigabytes per image.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+CHANNELS = (1, 3)  # gray or RGB, stored and as the model sees them
+MAX_ABS_MEAN = 1e4
+MIN_STD, MAX_STD = 1e-4, 1e4  # std 0 would divide by zero; 1/255 (inputs in 0..255) is well inside
+INTERPOLATIONS = ("bilinear",)
+_FIELDS = frozenset({"kind", "image_size", "channels", "mean", "std", "model_channels", "interpolation"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,9 @@ class ImagePreprocessing:
     def summary(self) -> dict:
         return {"image_size": self.image_size}
 
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.model_channels, self.image_size, self.image_size)
+
     def prepare(self, raw: np.ndarray):
         """Images as the data sources deliver them (uint8 [N,H,W,C], any size) → stored rows at ``image_size``."""
         return resize_uint8(raw, self.image_size)
@@ -54,14 +68,49 @@ class ImagePreprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImagePreprocessing":
+        """Rebuild from :meth:`to_dict` (a package manifest), checking every value: integers within
+        [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE] and CHANNELS (gray may feed an RGB model, not the reverse), one finite
+        mean and std per model channel within bounds, a known interpolation, no unknown field (a newer
+        slimship's). Raises KeyError for a missing field, ValueError naming the first bad value."""
+        unknown = sorted(set(d) - _FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0][:40]!r}: upgrade slimship to read this package")
+        size = _int_in(d["image_size"], "image_size", MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        channels = _int_in(d["channels"], "channels", 1, 3, CHANNELS)
+        model_channels = _int_in(d.get("model_channels", 3), "model_channels", 1, 3, CHANNELS)
+        if channels > model_channels:
+            raise ValueError(f"channels {channels} cannot feed a {model_channels}-channel model (model_channels)")
+        interpolation = d.get("interpolation", "bilinear")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation {repr(interpolation)[:40]} is not one of {', '.join(INTERPOLATIONS)}")
         return cls(
-            image_size=int(d["image_size"]),
-            channels=int(d["channels"]),
-            mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]),
-            model_channels=int(d.get("model_channels", 3)),
-            interpolation=str(d.get("interpolation", "bilinear")),
+            image_size=size,
+            channels=channels,
+            mean=_floats_in(d["mean"], "mean", model_channels, -MAX_ABS_MEAN, MAX_ABS_MEAN),
+            std=_floats_in(d["std"], "std", model_channels, MIN_STD, MAX_STD),
+            model_channels=model_channels,
+            interpolation=interpolation,
         )
+
+
+def _int_in(value: Any, name: str, low: int, high: int, allowed: tuple[int, ...] | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, not {repr(value)[:40]}")
+    if not low <= value <= high or (allowed is not None and value not in allowed):
+        within = " or ".join(map(str, allowed)) if allowed else f"between {low} and {high}"
+        raise ValueError(f"{name} {value} is out of bounds (it must be {within})")
+    return value
+
+
+def _floats_in(values: Any, name: str, count: int, low: float, high: float) -> tuple[float, ...]:
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        raise ValueError(f"{name} must list one number per model channel ({count}), not {repr(values)[:60]}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+            raise ValueError(f"{name} value {repr(v)[:40]} is out of bounds (a number between {low:g} and {high:g})")
+        out.append(float(v))
+    return tuple(out)
 
 
 def resize_uint8(images: np.ndarray, size: int, chunk: int = 2048):

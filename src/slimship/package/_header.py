@@ -1,6 +1,6 @@
 """Validation of a .slim header and of its fields, for :mod:`slimship.package.format`.
 
-Nothing here does I/O: header bytes in, validated values or a one-line error out. ``format.py`` owns
+Nothing here does I/O: header bytes (or sizes) in, validated values or a one-line error out. ``format.py`` owns
 the file layout, the I/O and the public types; it turns each :class:`_PartFields` into a ``PartInfo``.
 """
 
@@ -20,6 +20,17 @@ _PART_KEYS = frozenset({"name", "codec", "offset", "stored_size", "raw_size", "s
 _HEADER_KEYS = frozenset({"manifest", "parts"})
 
 _REMEDY_CORRUPT = "the file is corrupted; re-create or re-download it"
+
+# Limits, all checked from the header BEFORE anything is allocated or decoded (docs/security.md):
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_PART_BYTES = 2 * 2**30  # raw size of one part
+# Raw size of all parts together. Protobuf cannot serialise an ONNX graph over 2 GiB without external data, which
+# a package may not use, so no kind of package (whole graph, encoded weights, delta) needs more.
+MAX_PACKAGE_RAW_BYTES = 2 * 2**30
+# A part over EXPANSION_FREE_BYTES raw must be stored in at least 1/MAX_EXPANSION of that: real weights, graphs and
+# encoded blobs compress far less (about 1.1:1 to 10:1); a gigabyte of zeros in a few megabytes is a bomb.
+MAX_EXPANSION = 256
+EXPANSION_FREE_BYTES = 64 * 2**20
 
 
 class _PartFields(NamedTuple):
@@ -156,6 +167,78 @@ def _name_problem(name: Any) -> str | None:
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         return "must not contain NUL or other control characters"
     return None
+
+
+# -------------------------------------------------------------------------------------- manifest
+
+
+def _check_manifest(manifest: Any) -> dict:
+    if not isinstance(manifest, dict):
+        raise TypeError(f"manifest must be a dict (a JSON object), got {type(manifest).__name__}")
+    _require_str_keys(manifest, "manifest")
+    try:
+        # Round trip now so a non-serialisable value fails before any file exists.
+        json.dumps(manifest, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except TypeError as e:
+        raise TypeError(f"manifest is not JSON-serialisable: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"manifest is not JSON-serialisable: {e}") from e
+    return manifest
+
+
+def _require_str_keys(value: Any, where: str) -> None:
+    # json.dumps silently turns {1: x} into {"1": x}; a manifest must read back as it was written.
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has a non-string key {key!r}: JSON object keys must be str")
+            _require_str_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _require_str_keys(item, f"{where}[{i}]")
+
+
+# ---------------------------------------------------------------------------------------- limits
+
+
+def _check_total_size(shown: str, size: int, expected: int) -> None:
+    if size < expected:
+        raise _truncated(shown, expected, size, at_least=False)
+    if size > expected:
+        raise PackageError(
+            f"{shown} has {size - expected} unexpected bytes after its end (expected {expected} bytes, "
+            f"found {size}): the file was corrupted or appended to; re-create or re-download it"
+        )
+
+
+def _truncated(shown: str, expected: int, found: int, *, at_least: bool) -> PackageError:
+    qualifier = "at least " if at_least else ""
+    return PackageError(
+        f"{shown} is truncated (expected {qualifier}{expected} bytes, found {found}): the file was not "
+        "fully written or copied, or its header is corrupted; re-create or re-download it"
+    )
+
+
+def _bomb_like(raw_size: int, stored_size: int) -> bool:
+    return raw_size > EXPANSION_FREE_BYTES and raw_size > MAX_EXPANSION * stored_size
+
+
+def _check_limits(shown: str, infos: list[PartInfo]) -> None:
+    """The limits on what the parts decode to, from the header alone: nothing is decoded before they pass."""
+    total = sum(p.raw_size for p in infos)
+    if total > MAX_PACKAGE_RAW_BYTES:
+        raise PackageError(
+            f"{shown} declares {total:,} bytes of decoded parts, over the {MAX_PACKAGE_RAW_BYTES:,}-byte limit "
+            "per package: refused without decoding (a larger package cannot hold a self-contained ONNX graph; "
+            "see docs/security.md)"
+        )
+    for p in infos:
+        if _bomb_like(p.raw_size, p.stored_size):
+            raise PackageError(
+                f"{shown} part {_show(p.name)!r} declares {p.raw_size:,} decoded bytes from {p.stored_size:,} "
+                f"stored, over the {MAX_EXPANSION}:1 limit for parts over {EXPANSION_FREE_BYTES // 2**20} MiB: "
+                "a decompression bomb, refused without decoding (see docs/security.md)"
+            )
 
 
 # ----------------------------------------------------------------------------------------- misc

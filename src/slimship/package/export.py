@@ -19,6 +19,8 @@ from slimship.core.errors import PackageError, SlimshipError
 from slimship.core.atomic import write_atomically
 from slimship.package.format import read_package
 from slimship.package.deploy import deploy_graph
+from slimship.package.outputs import check_target, may_replace
+from slimship.package.verify import check_package
 
 # Exactly the dtypes safetensors.numpy reads back; anything else (strings, bfloat16, float8, int4) is
 # refused up front with a clear message instead of a KeyError from inside safetensors.
@@ -43,6 +45,7 @@ def export_package(
     *,
     onnx: str | os.PathLike[str] | None = None,
     safetensors: str | os.PathLike[str] | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Write ``package``'s deploy graph to ``onnx`` and/or its initializers to ``safetensors``.
 
@@ -50,22 +53,29 @@ def export_package(
     ``model.onnx`` part, or for a package with compressed weights (``graph.onnx`` + ``weights.bin``) the
     graph with its weights decoded back in (bit-exact, as ``load_package`` does). The safetensors file maps
     every initializer's ONNX name to its value (``onnx.numpy_helper.to_array``, dtype kept), with
-    metadata naming the source package and graph hashes. Missing parent folders are created.
-    Raises SlimshipError if neither output is given, PackageError if the package is damaged, has no
-    deploy graph, or holds an initializer safetensors cannot store.
+    metadata naming the source package and graph hashes. Missing parent folders are created. An existing file
+    holding other bytes is replaced only with ``force``; one that is not a regular file never is.
+    Raises SlimshipError if neither output is given, PackageError if the package is damaged or refused by
+    ``verify``, has no deploy graph, holds an initializer safetensors cannot store, or an output exists.
     """
     if onnx is None and safetensors is None:
         raise SlimshipError("nothing to export: pass --onnx FILE and/or --safetensors FILE")
+    for target in (onnx, safetensors):
+        if target is not None:
+            check_target(target)
     pkg = read_package(package, verify=True)
+    check_package(pkg)  # a package refused by `verify` is not exported either
     graph = deploy_graph(pkg)
     tensors: dict[str, np.ndarray] = {}
     if safetensors is not None:
         tensors = onnx_initializers(graph, source=str(package))
         metadata = {"format": "onnx-initializers", "source_package_sha256": pkg.package_sha256,
                     "onnx_sha256": hashlib.sha256(graph).hexdigest()}
-        write_atomically(Path(safetensors), lambda tmp: _save_safetensors(tensors, tmp, metadata))
+        write_atomically(Path(safetensors), lambda tmp: _save_safetensors(tensors, tmp, metadata),
+                         verify=lambda tmp: may_replace(safetensors, tmp, force), error=PackageError)
     if onnx is not None:
-        write_atomically(Path(onnx), lambda tmp: tmp.write_bytes(graph))
+        write_atomically(Path(onnx), lambda tmp: tmp.write_bytes(graph), verify=lambda tmp: may_replace(onnx, tmp, force),
+                         error=PackageError)
     return ExportResult(
         onnx=None if onnx is None else str(onnx),
         safetensors=None if safetensors is None else str(safetensors),

@@ -9,9 +9,12 @@ Layout (all integers little-endian; the full specification is docs/package-forma
     data area      the parts' stored bytes, back to back, in header order
     trailer        32 bytes: SHA-256 of every byte before it
 
-Reading never executes anything from the file (JSON and raw bytes only), checks every declared size
-against a fixed bound and against the real file size before trusting it, decodes with an output
-bound, and reports every problem as a one-line :class:`~slimship.core.errors.PackageError`.
+Reading never executes anything from the file (JSON and raw bytes only), opens only regular files,
+checks every declared size against fixed limits (per part, per package, expansion: see _header.py and
+docs/security.md) and against the real file size before trusting it, verifies by streaming (parts
+decoded incrementally with an output bound, hashed as they go), and reports every problem as a one-line
+:class:`~slimship.core.errors.PackageError`. This module checks the container only; what the parts mean
+(a self-contained graph, a sane manifest) is :mod:`slimship.package.verify`'s.
 The hashes give integrity, not authenticity: anyone who can rewrite the file can recompute them.
 """
 
@@ -19,41 +22,51 @@ from __future__ import annotations
 
 import hashlib
 import json
-import lzma
 import os
+import stat
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
 from slimship.package import _header
-from slimship.package._header import (
-    _CODECS,
-    _REMEDY_CORRUPT,
+from slimship.package._codecs import (  # the _LZMA/_ZLIB names are re-exported for delta/ and layer_bytes
+    LZMA_MEMLIMIT as _LZMA_MEMLIMIT,  # noqa: F401
+    LZMA_PRESET as _LZMA_PRESET,  # noqa: F401
+    WRITE_CODECS as _WRITE_CODECS,
+    ZLIB_LEVEL as _ZLIB_LEVEL,  # noqa: F401
+    PartsCheck,
+    decode_and_verify,
+    encode_part,
+)
+from slimship.package._header import (  # the limits are documented in docs/security.md
+    EXPANSION_FREE_BYTES,
+    MAX_EXPANSION,
+    MAX_HEADER_BYTES,
+    MAX_PACKAGE_RAW_BYTES,
+    MAX_PART_BYTES,
+    _bomb_like,
+    _check_manifest,
+    _check_limits,
+    _check_total_size,
     _list_names,
     _name_problem,
+    _REMEDY_CORRUPT,
     _show,
+    _truncated,
 )
 
 FORMAT_VERSION: int = 1
-MAX_HEADER_BYTES = 16 * 2**20
-MAX_PART_BYTES = 2 * 2**30  # raw size bound, checked BEFORE allocating/decompressing
 
 _MAGIC = b"SLIMPKG\x00"
 _PREFIX = struct.Struct("<8sHI")  # magic, format_version, header_len
 _TRAILER_LEN = 32
 _MIN_SIZE = _PREFIX.size + _TRAILER_LEN  # an empty header is still invalid, but this is the floor
 
-_WRITE_CODECS = _CODECS + ("auto",)
-_LZMA_PRESET = 9 | lzma.PRESET_EXTREME
-# Preset 9 needs ~65 MiB to decode; the limit stops a hostile stream that declares a huge dictionary.
-_LZMA_MEMLIMIT = 256 * 2**20
-_ZLIB_LEVEL = 9
-
-_IO_CHUNK = 16 * 2**20
+_IO_CHUNK = 16 * 2**20  # writing
+_READ_CHUNK = 2**20  # streaming verification reads the file this much at a time
 
 
 @dataclass(frozen=True)
@@ -103,18 +116,22 @@ class Package:
                 f"{_show(self.path)} part {_show(name)!r} lies outside the package data: "
                 f"{_REMEDY_CORRUPT}"
             )
-        return _decode_and_verify(self.path, info, stored)
+        return decode_and_verify(self.path, info, stored)
 
     def _read_part_from_disk(self, info: PartInfo) -> bytes:
-        # Only reached for a Package built by hand; re-validates the file so a part is never
-        # served from a header that no longer matches what is on disk.
-        fresh = read_package(self.path, verify=False)
-        if fresh.parts.get(info.name) != info:
-            raise PackageError(
-                f"{_show(self.path)} changed on disk since it was opened "
-                f"(part {_show(info.name)!r} differs): open the package again"
-            )
-        return fresh.read_part(info.name)
+        # A Package from open_package (or built by hand): re-validates the header on disk so a part is never
+        # served from a header that no longer matches the file, then reads just that part.
+        shown = _show(self.path)
+        with _open_package(self.path) as f:
+            head = _read_head(f, shown)
+            if next((p for p in head.infos if p.name == info.name), None) != info:
+                raise PackageError(
+                    f"{shown} changed on disk since it was opened (part {_show(info.name)!r} differs): open the "
+                    "package again"
+                )
+            f.seek(_PREFIX.size + len(head.header) + info.offset)
+            stored = _read_exact(f, info.stored_size, shown, head.size)
+        return decode_and_verify(self.path, info, stored)
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -156,32 +173,6 @@ def write_package(
     return write_stream_atomically(Path(path), lambda f: _write_with_trailer(f, chunks))
 
 
-def _check_manifest(manifest: Any) -> dict:
-    if not isinstance(manifest, dict):
-        raise TypeError(f"manifest must be a dict (a JSON object), got {type(manifest).__name__}")
-    _require_str_keys(manifest, "manifest")
-    try:
-        # Round trip now so a non-serialisable value fails before any file exists.
-        json.dumps(manifest, allow_nan=False, ensure_ascii=False).encode("utf-8")
-    except TypeError as e:
-        raise TypeError(f"manifest is not JSON-serialisable: {e}") from e
-    except ValueError as e:
-        raise ValueError(f"manifest is not JSON-serialisable: {e}") from e
-    return manifest
-
-
-def _require_str_keys(value: Any, where: str) -> None:
-    # json.dumps silently turns {1: x} into {"1": x}; a manifest must read back as it was written.
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where} has a non-string key {key!r}: JSON object keys must be str")
-            _require_str_keys(item, f"{where}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _require_str_keys(item, f"{where}[{i}]")
-
-
 def _encode_parts(
     parts: Any, codecs: dict[str, str]
 ) -> dict[str, tuple[str, bytes, int, str]]:
@@ -206,31 +197,15 @@ def _encode_parts(
         nbytes = memoryview(raw).nbytes
         if nbytes > MAX_PART_BYTES:
             raise ValueError(f"part {name!r} is {nbytes} bytes, over the {MAX_PART_BYTES}-byte limit")
-    return {name: _encode_part(bytes(raw), codecs.get(name, "auto")) for name, raw in parts.items()}
-
-
-def _encode_part(raw: bytes, codec: str) -> tuple[str, bytes, int, str]:
-    digest = hashlib.sha256(raw).hexdigest()
-    if codec == "auto":
-        # zlib first (fast): fp32 weights barely compress (~7 %), and lzma would spend seconds to gain 0.01 %.
-        # Where zlib finds real redundancy (int8, sparse, packed codes) lzma is worth its time.
-        packed = _compress(raw, "zlib")
-        codec, stored = ("zlib", packed) if len(packed) < len(raw) else ("none", raw)
-        if len(packed) < 0.85 * len(raw):
-            xz = _compress(raw, "lzma")
-            if len(xz) < len(stored):
-                codec, stored = "lzma", xz
-    else:
-        stored = _compress(raw, codec)
-    return codec, stored, len(raw), digest
-
-
-def _compress(raw: bytes, codec: str) -> bytes:
-    if codec == "lzma":
-        return lzma.compress(raw, format=lzma.FORMAT_XZ, preset=_LZMA_PRESET)
-    if codec == "zlib":
-        return zlib.compress(raw, _ZLIB_LEVEL)
-    return raw
+    total = sum(memoryview(raw).nbytes for raw in parts.values())
+    if total > MAX_PACKAGE_RAW_BYTES:
+        raise ValueError(f"parts hold {total} bytes, over the {MAX_PACKAGE_RAW_BYTES}-byte limit per package")
+    encoded = {name: encode_part(bytes(raw), codecs.get(name, "auto")) for name, raw in parts.items()}
+    for name, (_, stored, raw_size, _) in encoded.items():
+        if _bomb_like(raw_size, len(stored)):
+            raise ValueError(f"part {name!r} compresses from {raw_size} to {len(stored)} bytes, more than "
+                             f"{MAX_EXPANSION}:1, which readers refuse as a decompression bomb: store it sparsely")
+    return encoded
 
 
 def _encode_header(manifest: dict, infos: list[PartInfo]) -> bytes:
@@ -273,53 +248,91 @@ def _write_with_trailer(f: Any, chunks: list[bytes]) -> int:
 # --------------------------------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True)
+class _Head:
+    """What the prefix and header of an open package say, checked against the file's size."""
+
+    size: int
+    version: int
+    header: bytes
+    manifest: dict
+    infos: list[PartInfo]
+
+    @property
+    def data_len(self) -> int:
+        return sum(p.stored_size for p in self.infos)
+
+
 def read_package(path: str | os.PathLike[str], *, verify: bool = True) -> Package:
     """Read and validate a package; raise PackageError on the first problem.
 
-    Always checked: the file exists and is a slimship package, its format version is not newer
-    than FORMAT_VERSION, the header length is within MAX_HEADER_BYTES and the file, the header is
-    well-formed JSON of the documented schema, parts are back to back with unique valid names,
-    known codecs and raw sizes within MAX_PART_BYTES, and the file size is exactly what the header
-    implies. With ``verify=True`` the trailer hash and every part (decoded with a bound, length and
-    SHA-256 checked) are verified too. Older format versions (>= 1) load.
+    Always checked: the path is a regular file (never a FIFO or device, which could block or never end) and a
+    slimship package, its format version is not newer than FORMAT_VERSION, the header length is within
+    MAX_HEADER_BYTES and the file, the header is well-formed JSON of the documented schema, parts are back to
+    back with unique valid names, known codecs, raw sizes within MAX_PART_BYTES and MAX_PACKAGE_RAW_BYTES in
+    all, no large part expanding more than MAX_EXPANSION times, and the file size is exactly what the header
+    implies. With ``verify=True`` the trailer hash and every part (decoded incrementally, length and SHA-256
+    checked) are verified too, holding only the stored bytes and a few MiB of decoded output. Older format
+    versions (>= 1) load.
     """
     shown = _show(path)
     with _open_package(path) as f:
-        size = os.fstat(f.fileno()).st_size
-        version, header_len = _read_prefix(f, shown, size)
-        header = _read_exact(f, header_len, shown, size)
-        manifest, infos = _parse_header(header, shown)
-        data_len = sum(p.stored_size for p in infos)
-        _check_total_size(shown, size, _PREFIX.size + header_len + data_len + _TRAILER_LEN)
-        data = _read_exact(f, data_len, shown, size)
-        trailer = _read_exact(f, _TRAILER_LEN, shown, size)
+        head = _read_head(f, shown)
+        data = _read_exact(f, head.data_len, shown, head.size)
+        trailer = _read_exact(f, _TRAILER_LEN, shown, head.size)
     if verify:
-        _verify_trailer(shown, header_len, version, header, data, trailer)
-    package = Package(
+        view = memoryview(data)
+        chunks = (view[i : i + _READ_CHUNK] for i in range(0, len(view), _READ_CHUNK))
+        _verify_body(shown, head, chunks, lambda: trailer)
+    return Package(
         path=str(path),
-        format_version=version,
-        manifest=manifest,
-        parts={p.name: p for p in infos},
+        format_version=head.version,
+        manifest=head.manifest,
+        parts={p.name: p for p in head.infos},
         package_sha256=trailer.hex(),
-        size_bytes=size,
+        size_bytes=head.size,
         _data=data,
     )
-    if verify:
-        for name in package.parts:
-            package.read_part(name)
-    return package
+
+
+def open_package(path: str | os.PathLike[str]) -> Package:
+    """The package's header, checked as :func:`read_package` checks it, without reading its data: each
+    :meth:`Package.read_part` then reads (and verifies) just that part from disk. ``package_sha256`` is the
+    trailer as stored; run :func:`verify_package` to check it."""
+    shown = _show(path)
+    with _open_package(path) as f:
+        head = _read_head(f, shown)
+        f.seek(head.size - _TRAILER_LEN)
+        trailer = _read_exact(f, _TRAILER_LEN, shown, head.size)
+    return Package(str(path), head.version, head.manifest, {p.name: p for p in head.infos}, trailer.hex(), head.size)
 
 
 def verify_package(path: str | os.PathLike[str]) -> dict:
     """Fully verify a package (trailer hash and every part) and return a JSON-ready report:
     ``{"path", "format_version", "package_sha256", "size_bytes", "parts": [{"name", "codec",
-    "stored_size", "raw_size", "sha256", "ok": True}]}``. Raises PackageError on the first problem."""
-    package = read_package(path, verify=True)
+    "stored_size", "raw_size", "sha256", "ok": True}]}``. Raises PackageError on the first problem.
+
+    The file is streamed: memory stays at a few MiB whatever the package's size or what its parts decode to.
+    This checks the container only; :func:`slimship.package.verify.verify` also checks what the parts mean
+    (a self-contained deploy graph, a manifest that fits it)."""
+    shown = _show(path)
+    with _open_package(path) as f:
+        head = _read_head(f, shown)
+        remaining = head.data_len
+
+        def chunks() -> Iterable[bytes]:
+            nonlocal remaining
+            while remaining:
+                chunk = _read_exact(f, min(_READ_CHUNK, remaining), shown, head.size)
+                remaining -= len(chunk)
+                yield chunk
+
+        trailer = _verify_body(shown, head, chunks(), lambda: _read_exact(f, _TRAILER_LEN, shown, head.size))
     return {
-        "path": package.path,
-        "format_version": package.format_version,
-        "package_sha256": package.package_sha256,
-        "size_bytes": package.size_bytes,
+        "path": str(path),
+        "format_version": head.version,
+        "package_sha256": trailer.hex(),
+        "size_bytes": head.size,
         "parts": [
             {
                 "name": p.name,
@@ -329,7 +342,7 @@ def verify_package(path: str | os.PathLike[str]) -> dict:
                 "sha256": p.sha256,
                 "ok": True,
             }
-            for p in package.parts.values()
+            for p in head.infos
         ],
     }
 
@@ -345,17 +358,43 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _open_package(path: str | os.PathLike[str]) -> Any:
+    """Open ``path`` for reading if it is a regular file. Opened non-blocking and checked on the open file:
+    reading a FIFO would wait for a writer forever, and a device (/dev/zero) never ends."""
     shown = _show(path)
     try:
-        if os.path.isdir(path):
-            raise PackageError(f"{shown} is a directory, not a package file: pass the path of the .slim file")
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise PackageError(f"{shown} does not exist: check the path") from None
-    except OSError as e:
-        raise PackageError(
-            f"cannot read {shown} ({e.strerror or e}): check the path and its permissions"
-        ) from None
+    except IsADirectoryError:
+        raise PackageError(f"{shown} is a directory, not a package file: pass the path of the .slim file") from None
+    except (OSError, TypeError, ValueError) as e:
+        detail = getattr(e, "strerror", None) or e
+        raise PackageError(f"cannot read {shown} ({detail}): check the path and its permissions") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise PackageError(f"{shown} is a directory, not a package file: pass the path of the .slim file")
+        if not stat.S_ISREG(mode):
+            raise PackageError(f"{shown} is not a regular file (a FIFO, socket or device): pass the path of a .slim "
+                               "file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_head(f: Any, shown: str) -> _Head:
+    """Read and check the prefix and header; the file offset is then at the data area."""
+    size = os.fstat(f.fileno()).st_size
+    version, header_len = _read_prefix(f, shown, size)
+    header = _read_exact(f, header_len, shown, size)
+    manifest, infos = _parse_header(header, shown)
+    _check_limits(shown, infos)
+    head = _Head(size, version, header, manifest, infos)
+    _check_total_size(shown, size, _PREFIX.size + header_len + head.data_len + _TRAILER_LEN)
+    return head
 
 
 def _read_prefix(f: Any, shown: str, size: int) -> tuple[int, int]:
@@ -403,37 +442,6 @@ def _read_exact(f: Any, n: int, shown: str, size: int) -> bytes:
     return data
 
 
-def _check_total_size(shown: str, size: int, expected: int) -> None:
-    if size < expected:
-        raise _truncated(shown, expected, size, at_least=False)
-    if size > expected:
-        raise PackageError(
-            f"{shown} has {size - expected} unexpected bytes after its end (expected {expected} bytes, "
-            f"found {size}): the file was corrupted or appended to; re-create or re-download it"
-        )
-
-
-def _truncated(shown: str, expected: int, found: int, *, at_least: bool) -> PackageError:
-    qualifier = "at least " if at_least else ""
-    return PackageError(
-        f"{shown} is truncated (expected {qualifier}{expected} bytes, found {found}): the file was not "
-        "fully written or copied, or its header is corrupted; re-create or re-download it"
-    )
-
-
-def _verify_trailer(
-    shown: str, header_len: int, version: int, header: bytes, data: bytes, trailer: bytes
-) -> None:
-    hasher = hashlib.sha256(_PREFIX.pack(_MAGIC, version, header_len))
-    hasher.update(header)
-    hasher.update(data)
-    if hasher.digest() != trailer:
-        raise PackageError(
-            f"{shown} failed its integrity check (the SHA-256 of its contents does not match the trailer): "
-            "the package was modified or corrupted after it was written; re-create or re-download it"
-        )
-
-
 # ---------------------------------------------------------------------------------------- header
 
 
@@ -446,54 +454,29 @@ def _parse_header(raw: bytes, shown: str) -> tuple[dict, list[PartInfo]]:
 # -------------------------------------------------------------------------------------- decoding
 
 
-def _decode_and_verify(path: str, info: PartInfo, stored: bytes | memoryview) -> bytes:
-    shown, name = _show(path), _show(info.name)
-    try:
-        raw = _decode(info.codec, stored, info.raw_size)
-    except _DecodeFailed as e:
+def _verify_body(shown: str, head: _Head, chunks: Iterable[bytes | memoryview], read_trailer) -> bytes:
+    """Hash the data area ``chunks`` (in order) for the trailer and decode every part from them incrementally
+    (:class:`~slimship.package._codecs.PartCheck`); return the trailer. A damaged trailer is reported before a
+    damaged part, as a whole-file read would: it is the more general diagnosis."""
+    hasher = hashlib.sha256(_PREFIX.pack(_MAGIC, head.version, len(head.header)))
+    hasher.update(head.header)
+    parts, failure = PartsCheck(shown, head.infos), None
+    for chunk in chunks:
+        hasher.update(chunk)
+        if failure is None:
+            try:
+                parts.feed(chunk)
+            except PackageError as e:
+                failure = e  # keep hashing: a trailer mismatch, if any, is the better message
+    trailer = read_trailer()
+    if hasher.digest() != trailer:
         raise PackageError(
-            f"{shown} part {name!r} cannot be decoded as {info.codec} ({e}): "
-            "the package is corrupted; re-create or re-download it"
-        ) from None
-    if len(raw) != info.raw_size:
-        got = f"more than {info.raw_size}" if len(raw) > info.raw_size else str(len(raw))
-        raise PackageError(
-            f"{shown} part {name!r} decodes to {got} bytes but the header says {info.raw_size}: "
-            "the package is corrupted; re-create or re-download it"
+            f"{shown} failed its integrity check (the SHA-256 of its contents does not match the trailer): "
+            "the package was modified or corrupted after it was written; re-create or re-download it"
         )
-    if hashlib.sha256(raw).hexdigest() != info.sha256:
-        raise PackageError(
-            f"{shown} part {name!r} failed its SHA-256 check: the package was modified or corrupted; "
-            "re-create or re-download it"
-        )
-    return raw
+    if failure is not None:
+        raise failure
+    parts.finish()
+    return trailer
 
 
-class _DecodeFailed(Exception):
-    """Internal: the stored bytes are not a complete, valid stream of the declared codec."""
-
-
-def _decode(codec: str, stored: bytes | memoryview, raw_size: int) -> bytes:
-    """Decode at most raw_size + 1 bytes, so a stream that inflates beyond its declared size is
-    caught after one extra byte instead of exhausting memory."""
-    if codec == "none":
-        return bytes(stored)
-    limit = raw_size + 1  # never 0: zlib reads max_length=0 as "unlimited"
-    try:
-        if codec == "lzma":
-            d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
-            raw = d.decompress(stored, max_length=limit)
-        elif codec == "zlib":
-            d = zlib.decompressobj()
-            raw = d.decompress(stored, limit)
-        else:  # header validation makes this unreachable; kept so a new codec cannot slip through
-            raise _DecodeFailed(f"unknown codec {codec!r}")
-    except (lzma.LZMAError, zlib.error) as e:
-        raise _DecodeFailed(_show(str(e))[:120]) from None
-    if len(raw) > raw_size:
-        return raw  # the caller reports the length mismatch
-    if not d.eof:
-        raise _DecodeFailed("the compressed stream is incomplete")
-    if d.unused_data:
-        raise _DecodeFailed(f"{len(d.unused_data)} stray bytes follow the compressed stream")
-    return raw

@@ -22,7 +22,9 @@ import numpy as np
 
 from slimship.core.errors import PackageError
 from slimship.package.format import _LZMA_PRESET, _ZLIB_LEVEL, read_package
+from slimship.package._header import _show
 from slimship.package.deploy import GRAPH_PART, ONNX_PART, WEIGHTS_PART
+from slimship.package.graph_check import check_graph
 
 _SKIP_TYPES = (6, 7)  # onnx.TensorProto INT32, INT64: shape and index constants, not weights
 
@@ -79,7 +81,9 @@ def layer_bytes(path: str | Path) -> list[TensorBytes]:
     else:
         raise PackageError(f"{path} has no deploy graph ({ONNX_PART}, or {GRAPH_PART} with {WEIGHTS_PART}): the layer "
                            f"view needs a full package (a delta package holds only changes: inspect its base)")
-    graph = _load_graph(pkg.read_part(graph_part))
+    data = pkg.read_part(graph_part)
+    check_graph(data, str(path))  # numpy_helper.to_array below would read external data from the working folder
+    graph = _load_graph(data)
     layers = _layer_of_initializer(graph)
     encoded = {}
     for e, chunks in blob_entries:
@@ -114,7 +118,7 @@ def format_layer_table(rows: list[TensorBytes], parts: list[PartBytes] | None = 
     body = []
     for r in rows:
         name = f"{r.layer} ({r.name})" if r.name.startswith("onnx::") and r.layer else r.name
-        body.append((name, "x".join(map(str, r.shape)) or "scalar", f"{r.params:,}",
+        body.append((_show(name)[:200], "x".join(map(str, r.shape)) or "scalar", f"{r.params:,}",
                      f"{100 * r.nonzeros / max(r.params, 1):.1f}%", r.encoding, _size(r.stored_bytes),
                      _size(r.compressed_bytes), f"{100 * r.compressed_bytes / est_total:.1f}%"))
     body.append(("total", "", f"{sum(r.params for r in rows):,}",

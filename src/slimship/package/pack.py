@@ -15,10 +15,12 @@ import numpy as np
 
 import slimship.data  # noqa: F401  (registers the built-in preprocessing kinds a manifest may name)
 from slimship import __version__
-from slimship.core.preprocessing import Preprocessing, preprocessing_from_dict
 from slimship.core.errors import PackageError
-from slimship.package.deploy import ONNX_PART, DeployParts, deploy_parts, graph_from_parts
+from slimship.core.preprocessing import Preprocessing
+from slimship.package.deploy import DeployParts, deploy_graph_io, deploy_parts, graph_part
 from slimship.package.format import Package, read_package, write_package
+from slimship.package.graph_check import check_graph
+from slimship.package.manifest import check_manifest, printable
 
 
 def pack(
@@ -41,6 +43,10 @@ def pack(
     The deploy graph is ``deploy`` (parts already made by :func:`~slimship.package.deploy.deploy_parts`) or
     ``onnx``; with ``encode_weights`` its float weights are stored in slimship's exact compressed encoding
     (bitmask + packed cluster indices + codebook; see weights_codec) and re-inserted on load.
+
+    The manifest is checked as readers check it (:func:`~slimship.package.manifest.check_manifest`): PackageError
+    for a graph that refers to external data, class names with control characters, or a graph whose input or
+    output does not fit the preprocessing or the class names, so no package is written that cannot be read.
     """
     if deploy is None:
         if onnx is None:
@@ -62,6 +68,8 @@ def pack(
         "metrics": metrics or {},
         "card": card,
     }
+    io = check_graph(deploy.parts[graph_part(deploy.parts, str(path))], str(path))
+    check_manifest(manifest, io, str(path), remedy="rename the classes or fix the model")
     return write_package(path, manifest, {**deploy.parts, **(extra_parts or {})})
 
 
@@ -82,18 +90,33 @@ class LoadedPackage:
         if self._session is None:
             from slimship.core.runtime import ort_session
 
-            self._session = ort_session(self.onnx)
+            try:
+                self._session = ort_session(self.onnx)
+            except Exception as e:  # onnxruntime raises its own types, with no common base to name
+                raise PackageError(f"{self.package.path}: ONNX Runtime cannot load the deploy graph "
+                                   f"({_first_line(e)}): re-create the package with `slimship run`") from None
         return self._session
 
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size) → logits [N,K],
-        prepared and normalised exactly as in training."""
+        prepared and normalised exactly as in training, a bounded number of images at a time."""
         from slimship.core.runtime import ort_logits
 
-        pre = self.preprocessing
-        outs = [ort_logits(self.session, pre.model_input_np(pre.prepare(images[i : i + 512]).numpy()), batch_size)
-                for i in range(0, len(images), 512)]
-        return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
+        pre, k = self.preprocessing, len(self.class_names)
+        step = max(1, min(512, _CHUNK_VALUES // max(1, int(np.prod(pre.input_shape())))))
+        outs = []
+        for i in range(0, len(images), step):
+            x = pre.model_input_np(pre.prepare(images[i : i + step]).numpy())
+            try:
+                out = ort_logits(self.session, x, batch_size)
+            except Exception as e:  # as above: onnxruntime's own exception types
+                raise PackageError(f"{self.package.path}: the deploy graph fails in ONNX Runtime "
+                                   f"({_first_line(e)}): re-create the package with `slimship run`") from None
+            if out.ndim != 2 or out.shape[1] != k:
+                raise PackageError(f"{self.package.path}: the deploy graph gives outputs of shape {list(out.shape)} "
+                                   f"for {k} classes: re-create the package with `slimship run`")
+            outs.append(out)
+        return np.concatenate(outs) if outs else np.zeros((0, k), np.float32)
 
     def predict(self, images, top: int = 3) -> list[dict]:
         """Classify image files or uint8 images [N,H,W,C]: ``[{"image", "top": [{"class", "probability"}]}]``, as
@@ -106,25 +129,35 @@ class LoadedPackage:
 def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
     """Read and fully verify a package; raise PackageError with a clear message if anything is off.
 
+    Checked, besides every hash: the deploy graph is self-contained ONNX, and every manifest value is within
+    bounds and fits the graph (:func:`~slimship.package.manifest.check_manifest`); a package without class names
+    (a base package, whose graph gives features) is refused, since it cannot classify.
+
     A delta package (a task stored against a base package, see docs/delta.md) is rebuilt against its base:
     ``base`` when given, else a ``*.slim`` in the same folder whose package hash is the one the delta
     records; if there is none, PackageError names the base to supply. ``base`` is refused for a full package.
     """
     pkg = read_package(path, verify=True)
-    m = pkg.manifest
-    try:
-        names = m["model"]["class_names"]
-        pre = preprocessing_from_dict(m["preprocessing"])
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise TypeError("class_names")
-    except (KeyError, TypeError, ValueError) as e:
-        raise PackageError(f"{path}: the manifest lacks a valid model description ({e}); re-create the package with `slimship run`") from None
+    m, source = pkg.manifest, str(path)
+    if not check_manifest(m, None, source).class_names:  # cheap: before any graph is decoded
+        raise PackageError(f"{path} has no class names: it is a base package (its graph gives features, not "
+                           "classes); load a task package")
     if "delta" in m:
         from slimship.package.delta.package import find_base, task_onnx
 
         onnx = task_onnx(pkg, path, find_base(path, m, base))[0]
+        io = check_graph(onnx, source)
     elif base is not None:
         raise PackageError(f"{path} is a full package, not a delta package: it needs no base, drop --base")
     else:
-        onnx = graph_from_parts(pkg.read_part, pkg.parts, str(path))
-    return LoadedPackage(pkg, names, pre, onnx)
+        onnx, io = deploy_graph_io(pkg.read_part, pkg.parts, source)
+    described = check_manifest(m, io, source)
+    return LoadedPackage(pkg, described.class_names, described.preprocessing, onnx)
+
+
+# Model-input values prepared at once by LoadedPackage.logits (float32: 256 MiB): a bound whatever the image size.
+_CHUNK_VALUES = 64 * 2**20
+
+
+def _first_line(e: Exception) -> str:
+    return printable(" ".join(str(e).split()) or type(e).__name__)

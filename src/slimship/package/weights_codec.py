@@ -29,6 +29,7 @@ import struct
 import numpy as np
 
 from slimship.core.errors import PackageError
+from slimship.package._header import MAX_PACKAGE_RAW_BYTES
 from slimship.package.bits import pack_bits, pack_mask, packed_size, unpack_bits, unpack_mask
 
 MAGIC = b"SLW1"
@@ -415,8 +416,17 @@ def decode_graph(skeleton: bytes, blob: bytes) -> bytes:
     """Inverse of :func:`encode_graph`: the full ONNX bytes, every tensor checked while decoding."""
     import onnx
 
+    entries = read_blob(blob)
+    try:
+        # Sparse encodings decode up to 32 times their size: bound the total before allocating anything.
+        total = 4 * sum(math.prod(int(d) for d in e["shape"]) for e, _ in entries)
+    except _MALFORMED as err:
+        raise PackageError(f"weights blob header is malformed ({type(err).__name__}); re-create the package") from None
+    if total > MAX_PACKAGE_RAW_BYTES:
+        raise PackageError(f"weights blob declares {total:,} bytes of tensors, over the {MAX_PACKAGE_RAW_BYTES:,}-byte "
+                           "limit of a deploy graph; refusing it without decoding (see docs/security.md)")
     tensors = {}
-    for e, cs in read_blob(blob):
+    for e, cs in entries:
         tensors[e["name"]] = decode_tensor(e, cs)
     try:
         model = onnx.load_from_string(skeleton)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from slimship.core.errors import PackageError
+from slimship.package._header import MAX_EXPANSION, _bomb_like
 from slimship.package.bits import padding_is_clear, unpack_int4, unpack_mask
 from slimship.package.delta.bits import _gaps_decode
 from slimship.package.delta.config import (
@@ -158,6 +159,9 @@ def _open_blob(blob: bytes) -> tuple[dict, dict[str, bytes]]:
                            f"upgrade slimship or {_FIX}")
     if size > _MAX_PAYLOAD:
         raise _bad(f"it declares a {size}-byte payload, over the {_MAX_PAYLOAD}-byte limit")
+    if _bomb_like(size, len(blob)):  # the container's own rule: the blob is compressed inside the package too
+        raise _bad(f"it declares a {size:,}-byte payload in {len(blob):,} bytes, over the {MAX_EXPANSION}:1 limit "
+                   "(a decompression bomb)")
     d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=_LZMA_MEMLIMIT)
     try:
         payload = d.decompress(blob[_PREFIX.size:], max_length=size + 1)

@@ -17,6 +17,7 @@ from typing import Iterator
 from slimship.core.errors import PackageError
 from slimship.package.delta.config import DELTA_PART
 from slimship.package.delta.decode import _open_blob, apply_delta
+from slimship.package.graph_check import check_graph
 
 _TRAILER = 32  # bytes: a package file ends with the SHA-256 of everything before it (its package hash)
 
@@ -153,7 +154,9 @@ def task_onnx(pkg, delta_package_path: str | Path, base_package_path: str | Path
             f"{base.package_sha256[:16]}..., expected {meta['base_package_sha256'][:16]}...): pass the base "
             f"package the delta was made from"
         )
-    return apply_delta(base_onnx, pkg.read_part(DELTA_PART)), meta
+    task = apply_delta(base_onnx, pkg.read_part(DELTA_PART))
+    check_graph(task, str(delta_package_path))  # the skeleton inside the delta could refer to outside data
+    return task, meta
 
 
 def _meta(manifest: dict, path: str | Path) -> dict:

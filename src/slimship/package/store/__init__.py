@@ -12,7 +12,7 @@ Layout under the store root (a folder, or a prefix such as ``s3://bucket/models`
 
 Pushing writes blobs, then the record, then the refs, each as one atomic write, so a reader never
 finds a ref whose package is incomplete. Pulling verifies every blob's SHA-256, re-assembles the
-file, checks that its SHA-256 is the package id and runs :func:`verify_package` on it before moving
+file, checks that its SHA-256 is the package id and runs :func:`~slimship.package.verify.verify` on it before moving
 it into place. Every problem is a one-line :class:`PackageError`.
 
 A task package can be stored as a delta against a base package in the same store (:func:`push_delta`); its

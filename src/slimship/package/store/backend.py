@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
 import stat
@@ -55,6 +57,40 @@ class _LocalBackend:
 
     def write(self, key: str, data: bytes) -> None:
         write_bytes_atomically(self.root / key, data, error=PackageError)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist; False (nothing written) if it does. Atomic against
+        concurrent creators, also in other processes: the bytes go to a temporary file that is then hard-linked
+        to the key, which fails if the key exists (on file systems without hard links: an O_EXCL create)."""
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(temp_name(target.name))
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, target)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV):
+                raise
+            return _create_exclusive(target, data)  # no hard links here
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def digest(self, key: str) -> str:
+        """SHA-256 of ``key``'s bytes, read in chunks."""
+        h = hashlib.sha256()
+        try:
+            with open(self.root / key, "rb") as f:
+                while chunk := f.read(2**20):
+                    h.update(chunk)
+        except FileNotFoundError:
+            raise _Missing(key) from None
+        return h.hexdigest()
 
     def list(self, key: str) -> list[str]:
         try:
@@ -125,6 +161,30 @@ class _FsspecBackend:
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, path)
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist; False (nothing written) if it does. On S3 (and the memory
+        file system) this is one conditional PUT (``If-None-Match: *``), atomic against concurrent creators; on
+        file systems without conditional writes fsspec checks, then writes."""
+        path = self._path(key)
+        if not self.atomic_put:
+            self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def digest(self, key: str) -> str:
+        """SHA-256 of ``key``'s bytes, read in chunks."""
+        h = hashlib.sha256()
+        try:
+            with self.fs.open(self._path(key), "rb") as f:
+                while chunk := f.read(2**20):
+                    h.update(chunk)
+        except FileNotFoundError:
+            raise _Missing(key) from None
+        return h.hexdigest()
+
     def list(self, key: str) -> list[str]:
         path = self._path(key)
         self.fs.invalidate_cache(path)  # listings are cached per instance; another process may have pushed
@@ -150,6 +210,18 @@ class _FsspecBackend:
             for p, i in found.items()
             if not str(p).rsplit("/", 1)[-1].startswith(".")
         }
+
+
+def _create_exclusive(target: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
 
 
 def _open_backend(url: str, storage_options: dict) -> _LocalBackend | _FsspecBackend:

@@ -11,8 +11,10 @@ from typing import Any, Iterator
 
 from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
-from slimship.package.format import verify_package
+from slimship.package.verify import verify
+from slimship.package.outputs import check_target, may_replace
 from slimship.package.store.backend import _Missing, _open_backend
+from slimship.package.store.check import blob_problems, check_store, scan_refs
 from slimship.package.store.deltas import base_for_push, pull_rebuilt, task_usage
 from slimship.package.store.records import (
     _MAX_RECORD_BYTES,
@@ -104,10 +106,12 @@ class Store:
         """Store the package file ``package`` as ``name@version`` and make it ``name``'s latest.
 
         ``name`` defaults to the file's stem, ``version`` to the first 12 hex characters of the package
-        id. The package is fully verified first. Pushing the same package to the same version again is
-        a no-op apart from moving ``latest``; a version already pointing at another package is refused
-        (versions are immutable). Order: blobs, record, version ref, latest ref — so an interrupted push
-        leaves no ref to an incomplete package, and pushing again completes it.
+        id. The package is fully verified first (hashes, deploy graph, manifest). Pushing the same package to the
+        same version again is a no-op apart from moving ``latest``; a version already pointing at another package
+        is refused (versions are immutable), also when two pushes race: the version ref is created exclusively
+        (a hard link on a folder, a conditional ``If-None-Match: *`` PUT on S3), so exactly one of them wins.
+        Order: blobs, record, version ref, latest ref — so an interrupted push leaves no ref to an incomplete
+        package, and pushing again completes it.
 
         A delta package (see docs/delta.md) is accepted only once its base package is in the store: ``base``
         (a package id) names it, else the store is searched for the package the delta records. Its record
@@ -136,28 +140,38 @@ class Store:
             written = [self._put_blob(digest, blob) for digest, blob in blobs.items()]
             if self._backend.size(_record_key(package_id)) is None:
                 self._backend.write(_record_key(package_id), _dump_json(record))
-            self._backend.write(_ref_key(name, version), package_id.encode() + b"\n")
+            # The version ref is created, never overwritten: of two concurrent pushes of one version, one creates
+            # it and the other finds it and is refused (unless it pushes the same package).
+            if not self._backend.create(_ref_key(name, version), package_id.encode() + b"\n"):
+                if self._refuse_moved_version(name, version, package_id):
+                    self._backend.write(_ref_key(name, version), package_id.encode() + b"\n")  # repair it
             self._backend.write(_ref_key(name, LATEST), package_id.encode() + b"\n")
         return PushResult(name, version, package_id, len(data), sum(1 for n in written if n), sum(written), base_id)
 
-    def _refuse_moved_version(self, name: str, version: str, package_id: str) -> None:
-        current = self._read_ref(name, version, missing_ok=True)
+    def _refuse_moved_version(self, name: str, version: str, package_id: str) -> bool:
+        """Refuse a version that points at another package; True if its ref is damaged (no package id in it),
+        which the push may then repair."""
+        try:
+            current = self._read_ref(name, version, missing_ok=True)
+        except PackageError:
+            return True
         if current is not None and current != package_id:
             raise PackageError(
                 f"{name}@{version} already exists in store {self.url} as sha256:{current[:16]}… "
                 f"(versions are immutable): push with another --tag"
             )
+        return False
 
     def _ensure_marker(self) -> None:
         if self._backend.size(_MARKER) is None:
-            # Never scatter blobs/, packages/, refs/ into a folder that holds something else.
-            if self._backend.list(""):
+            # Never scatter blobs/, packages/, refs/ into a folder that holds something else. A concurrent first
+            # push writes the marker before anything else, so what it adds meanwhile is recognised.
+            if [n for n in self._backend.list("") if n != _MARKER] and self._backend.size(_MARKER) is None:
                 raise PackageError(
                     f"{self.url} is not empty and is not a slimship store: push to a new or empty folder or prefix"
                 )
-            self._backend.write(_MARKER, _dump_json({"format": "slimship-store", "version": STORE_FORMAT_VERSION}))
-        else:
-            self._check_marker()
+            self._backend.create(_MARKER, _dump_json({"format": "slimship-store", "version": STORE_FORMAT_VERSION}))
+        self._check_marker()
 
     def _put_blob(self, digest: str, blob: bytes) -> int:
         """Write one blob unless an intact copy is there; return the bytes written (0 if kept).
@@ -175,27 +189,35 @@ class Store:
 
     # ---------------------------------------------------------------------------------- pull
 
-    def pull(self, ref: str, out: str | os.PathLike[str] | None = None, *, raw: bool = False) -> PullResult:
+    def pull(self, ref: str, out: str | os.PathLike[str] | None = None, *, raw: bool = False,
+             force: bool = False) -> PullResult:
         """Re-assemble package ``ref`` (``NAME``, ``NAME@VERSION``, ``NAME@sha256:HEX``) into ``out``.
 
         ``out`` defaults to ``./NAME.slim``; an existing folder gets ``NAME.slim`` inside it. Every
         blob's SHA-256, the trailer, the whole file's SHA-256 (= the package id) and the package itself
-        (:func:`verify_package`) are checked on a temporary file in the target folder, which then
+        (:func:`~slimship.package.verify.verify`: graph and manifest too) are checked on a temporary file in the target folder, which then
         replaces ``out`` atomically; on any problem ``out`` is left untouched and PackageError raised.
 
         A delta package is written as the full task package rebuilt from it and its base (both fetched and
         verified the same way; the result's manifest notes both ids in ``rebuilt_from``), unless ``raw``:
         then the delta package itself, byte-identical to what was pushed.
+
+        An existing ``out`` that holds other bytes is replaced only with ``force``; one that is not a regular
+        file (a device, a FIFO) never is.
         """
         name, version, package_id = self.resolve(ref)
         target = _pull_target(out, name)
         with self._io("read from"):
             record = self._record(package_id)
             if "base" in record and not raw:
-                size = pull_rebuilt(self, record, target)
+                size = pull_rebuilt(self, record, target, force)
                 return PullResult(name, version, package_id, str(target), size, record["base"])
-            write_stream_atomically(target, lambda f: self._assemble(record, f), verify=self._verified,
-                                    error=PackageError)
+
+            def check(tmp: Path) -> None:
+                self._verified(tmp)
+                may_replace(target, tmp, force)
+
+            write_stream_atomically(target, lambda f: self._assemble(record, f), verify=check, error=PackageError)
         return PullResult(name, version, package_id, str(target), record["size_bytes"])
 
     def _assemble(self, record: dict, f: Any) -> None:
@@ -235,7 +257,7 @@ class Store:
 
     def _verified(self, tmp: Path) -> None:
         try:
-            verify_package(tmp)
+            verify(tmp)
         except PackageError as e:
             raise PackageError(f"store {self.url}: the re-assembled package failed verification ({e})") from None
 
@@ -298,26 +320,40 @@ class Store:
 
     # ----------------------------------------------------------------------------- list, stats
 
-    def list(self) -> list[StoreEntry]:
-        """Every ``name@version`` in the store, sorted by name then version."""
+    def list(self, problems: list[str] | None = None) -> list[StoreEntry]:
+        """Every intact ``name@version`` in the store, sorted by name then version. A damaged ref or record is
+        skipped, so that one bad entry never hides the others; ``problems``, when given, receives one line per
+        skipped entry (:meth:`check` names every kind of damage)."""
+        problems = [] if problems is None else problems
         with self._io("read from"):
             self._check_marker()
-            entries = []
-            for name in self._names():
-                latest = self._read_ref(name, LATEST, missing_ok=True)
-                for version in self._versions(name):
-                    package_id = self._read_ref(name, version)
-                    record = self._record(package_id)
-                    entries.append(StoreEntry(name, version, package_id, record["size_bytes"],
-                                              package_id == latest, record["manifest"].get("created")))
+            entries, latest = [], {}
+            for name, version, package_id, record in scan_refs(self, problems):
+                if name not in latest:
+                    try:
+                        latest[name] = self._read_ref(name, LATEST, missing_ok=True)
+                    except PackageError:
+                        latest[name] = None  # reported by scan_refs
+                entries.append(StoreEntry(name, version, package_id, record["size_bytes"],
+                                          package_id == latest[name], record["manifest"].get("created")))
             return entries
+
+    def check(self, *, hashes: bool = True) -> dict:
+        """Look for damage everywhere (see :mod:`slimship.package.store.check`): every ref, record and blob, each
+        blob re-hashed unless ``hashes`` is False. Returns a JSON-ready report whose ``problems`` lists each
+        damage in one line (empty: the store is intact). Raises PackageError only if this is not a store."""
+        with self._io("read from"):
+            self._check_marker()
+            return check_store(self, hashes=hashes)
 
     def stats(self) -> dict:
         """Space used, as a JSON-ready dict: ``packages`` (distinct packages reachable from a ref),
         ``names``, ``versions``, ``blobs``, ``logical_bytes`` (sum of those packages' file sizes),
         ``physical_bytes`` (sum of all blob sizes), ``metadata_bytes`` (records, refs, marker),
         ``bytes_per_package`` (physical / packages), ``dedup_ratio`` (logical / physical) and
-        ``unreferenced_packages`` (records no ref points at, e.g. left by an interrupted push).
+        ``unreferenced_packages`` (records no ref points at, e.g. left by an interrupted push) and ``problems``
+        (damaged refs and records, which the figures leave out, and missing or truncated blobs; one line each:
+        :meth:`check` also re-hashes every blob).
 
         Per ``name@version``, ``tasks`` lists the stored bytes, whether it is a delta and of which base, and
         ``full_bytes`` (what its full package costs; recorded at push time, None if unknown);
@@ -325,16 +361,16 @@ class Store:
         ``delta_saved_bytes`` how much less the packages take as stored (see docs/delta.md)."""
         with self._io("read from"):
             self._check_marker()
-            refs: list[tuple[str, str, str]] = []
+            problems: list[str] = []
+            scanned = scan_refs(self, problems)
+            refs = [(name, version, package_id) for name, version, package_id, _ in scanned]
+            records = {package_id: record for _, _, package_id, record in scanned}
             names = self._names()
-            for name in names:
-                for version in self._versions(name):
-                    refs.append((name, version, self._read_ref(name, version)))
-            records = {i: self._record(i) for _, _, i in refs}
             ids = set(records)
             logical = sum(r["size_bytes"] for r in records.values())
             tasks = task_usage(self, refs, records)
             blobs = self._backend.sizes(_BLOBS)
+            problems += blob_problems(records, blobs)
             physical = sum(blobs.values())
             record_sizes = self._backend.sizes(_PACKAGES)
             known = {k.rsplit("/", 1)[-1].removesuffix(".json") for k in record_sizes}
@@ -352,6 +388,7 @@ class Store:
             "bytes_per_package": round(physical / len(ids)) if ids else 0,
             "dedup_ratio": round(logical / physical, 4) if physical else None,
             "unreferenced_packages": len(known - ids),
+            "problems": problems,
             **tasks,
         }
 
@@ -436,6 +473,7 @@ def _pull_target(out: str | os.PathLike[str] | None, name: str) -> Path:
     target = Path(out) if out is not None else Path(f"{name}.slim")
     if target.is_dir():
         target = target / f"{name}.slim"
+    check_target(target)
     if not target.parent.is_dir():
         raise PackageError(f"cannot write {target}: the folder {target.parent} does not exist; create it first")
     return target

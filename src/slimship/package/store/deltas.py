@@ -14,6 +14,7 @@ from typing import Any
 from slimship.core.atomic import write_stream_atomically
 from slimship.core.errors import PackageError
 from slimship.package.deploy import ONNX_PART
+from slimship.package.outputs import may_replace
 from slimship.package.store.refs import _HEX64, _MARKER, _PACKAGES, _record_key
 
 
@@ -55,9 +56,10 @@ def base_for_push(store: Any, manifest: dict, base: str | None, package: Any) ->
     raise _base_missing(store, package, want)
 
 
-def pull_rebuilt(store: Any, record: dict, target: Path) -> int:
+def pull_rebuilt(store: Any, record: dict, target: Path, force: bool = False) -> int:
     """Fetch a delta package and its base (each verified like a normal pull) into a temporary folder and
-    write the rebuilt full task package to ``target`` (atomically). Returns its size in bytes."""
+    write the rebuilt full task package to ``target`` (atomically; an existing, different ``target`` only with
+    ``force``). Returns its size in bytes."""
     from slimship.package.delta.package import rebuild_package
 
     package_id, base_id = record["package"], record["base"]
@@ -73,11 +75,21 @@ def pull_rebuilt(store: Any, record: dict, target: Path) -> int:
         for path, rec in ((delta_path, record), (base_path, base_record)):
             write_stream_atomically(path, lambda f, rec=rec: store._assemble(rec, f), verify=store._verified,
                                     error=PackageError)
+        rebuilt = Path(tmp) / "rebuilt.slim"
         try:
-            return rebuild_package(delta_path, base_path, target)
+            size = rebuild_package(delta_path, base_path, rebuilt)
         except PackageError as e:
             raise PackageError(f"store {store.url}: package sha256:{package_id[:16]}… does not rebuild against "
                                f"its base ({e}); pull it with --raw to inspect it") from None
+        write_stream_atomically(target, lambda f: _copy(rebuilt, f), verify=lambda t: may_replace(target, t, force),
+                                error=PackageError)
+        return size
+
+
+def _copy(source: Path, f: Any) -> None:
+    with open(source, "rb") as src:
+        while chunk := src.read(2**20):
+            f.write(chunk)
 
 
 def task_usage(store: Any, refs: list[tuple[str, str, str]], records: dict[str, dict]) -> dict:

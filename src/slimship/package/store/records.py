@@ -11,6 +11,7 @@ from typing import Any
 
 from slimship.core.errors import PackageError
 from slimship.package.format import _PREFIX, _TRAILER_LEN, read_package
+from slimship.package.verify import check_package
 from slimship.package.store.refs import _HEX64, STORE_FORMAT_VERSION
 
 _RECORD_FORMAT = "slimship-package-record"
@@ -18,8 +19,10 @@ _MAX_RECORD_BYTES = 64 * 2**20  # a record holds the manifest (≤ 16 MiB header
 
 
 def _read_verified(path: str | os.PathLike[str]) -> tuple[bytes, Any]:
-    """(file bytes, validated Package) of one consistent version of the file."""
+    """(file bytes, validated Package) of one consistent version of the file: every hash, the deploy graph and
+    the manifest checked (:func:`slimship.package.verify.check_package`)."""
     info = read_package(path, verify=True)
+    check_package(info)
     try:
         data = Path(path).read_bytes()
     except OSError as e:
