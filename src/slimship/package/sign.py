@@ -277,9 +277,11 @@ def sign_package(path: str | os.PathLike[str], private_key: str | os.PathLike[st
 
 
 def pull_signed(store: Any, ref: str, key_paths: Sequence[str | os.PathLike[str]],
-                out: str | os.PathLike[str] | None = None, raw: bool = False) -> tuple[Any, SignatureCheck]:
+                out: str | os.PathLike[str] | None = None, raw: bool = False,
+                force: bool = False) -> tuple[Any, SignatureCheck]:
     """:meth:`Store.pull` that also requires a valid signature by one of ``key_paths``; the target is written only
-    once the signature verified. Returns (PullResult, SignatureCheck).
+    once the signature verified, and replaces an existing file that holds something else only with ``force``.
+    Returns (PullResult, SignatureCheck).
 
     The signature checked is the one on the package as pushed. A task stored as a delta is checked as the delta
     package (what its publisher signed); the full package is then rebuilt from exactly that delta (pinned by its
@@ -289,6 +291,7 @@ def pull_signed(store: Any, ref: str, key_paths: Sequence[str | os.PathLike[str]
     import dataclasses
     import tempfile
 
+    from slimship.package.outputs import may_replace
     from slimship.package.store.core import _pull_target
 
     keys = [load_public_key(k) for k in key_paths]
@@ -301,8 +304,11 @@ def pull_signed(store: Any, ref: str, key_paths: Sequence[str | os.PathLike[str]
         if not raw and "delta" in pushed.manifest:  # a delta package (docs/delta.md): rebuild the task from it
             result = store.pull(f"{as_pushed.name}@sha256:{as_pushed.package}", out=Path(tmp) / "full.slim")
         data = Path(result.path).read_bytes()
-        write_stream_atomically(target, lambda f: f.write(data), verify=lambda t: read_package(t, verify=True),
-                                error=PackageError)
+        def verified(tmp: Path) -> None:
+            read_package(tmp, verify=True)
+            may_replace(target, tmp, force)
+
+        write_stream_atomically(target, lambda f: f.write(data), verify=verified, error=PackageError)
     return dataclasses.replace(result, path=str(target)), check
 
 
