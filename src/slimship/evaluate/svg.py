@@ -141,7 +141,7 @@ def forest(rows: list[tuple[str, float, float, float, str]], *, title: str, budg
     rows = [r for r in rows if _finite(r[1], r[2], r[3])]
     if not rows:
         return _empty(title, width, 120)
-    left, right, top = 150, 20, 30
+    left, right, top = 150, 20, 44
     height = top + 26 * len(rows) + 44
     pw = width - left - right
     vals = [v for r in rows for v in r[1:4]] + [-budget, 0.0]
