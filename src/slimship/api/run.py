@@ -7,7 +7,6 @@ interrupted run resumes where it stopped, and a re-run with a changed compressio
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -61,15 +60,23 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         metrics = _measure_and_package([*transferred.models, *compressed], ref.name, recipe, rd, adapter, data, pre,
                                        out, rep)
         metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
-                       device=device.describe())
-        write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        from slimship.evaluate.report import render_markdown
-
-        write_text_atomically(out / "report.md", render_markdown(metrics))
+                       device=device.describe(), reference_choice=transferred.choice)
+        _write_reports(metrics, out, rep)
         rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
         return metrics
     finally:
         rep.close()
+
+
+def _write_reports(metrics: dict, out: Path, rep) -> None:
+    """metrics.json, report.md and the self-contained report.html."""
+    from slimship.api.report import write_html_report
+    from slimship.evaluate.jsonfmt import dumps
+    from slimship.evaluate.report import render_markdown
+
+    write_text_atomically(out / "metrics.json", dumps(metrics))
+    write_text_atomically(out / "report.md", render_markdown(metrics))
+    rep.log(f"report: {write_html_report(out)}")
 
 
 def _output_folder(out: str | Path, fresh: bool) -> Path:
@@ -86,8 +93,8 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
                          rep) -> dict:
     """Prepare every model's package, measure the exact graph it holds, write it once, choose the winner; return
     the run's metrics (without timings)."""
-    from slimship.evaluate.decision import select_winner
-    from slimship.evaluate.measure import EvalSet, measure_latency, measure_model
+    from slimship.evaluate.decision import decide
+    from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, measure_model, predictions_arrays
     from slimship.package import stage as package
 
     ev = recipe.evaluate
@@ -102,10 +109,12 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
         measured.append(measure_model(
             name=m.name, kind=m.kind, graph=prepared[-1].graph, model=m.model, example_input=example, val=val,
             test=test, compressed=m.compressed, pytorch_batch_sizes=ev.batch_sizes if m.name == reference else None,
-            runs=ev.latency_runs, extra={"train_seconds": round(m.seconds, 1), "notes": m.notes}))
-    rep.log(f"latency: {len(measured)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}")
-    measure_latency(measured, {p.source.name: p.graph for p in prepared}, example, batch_sizes=ev.batch_sizes,
-                    runs=ev.latency_runs)
+            runs=ev.latency_runs, num_classes=data.num_classes,
+            extra={"train_seconds": round(m.seconds, 1), "epochs": _epochs(m.notes), "notes": m.notes}))
+    graphs = {p.source.name: p.graph for p in prepared}
+    rep.log(f"latency: {len(measured)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}; peak memory")
+    measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
+    measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
     for p, m in zip(prepared, measured):
         path, m.size_bytes = package.write(p, pctx, m.to_dict())
         m.package = str(path)
@@ -115,8 +124,12 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
             m.extra["delta_package"] = dp = package.write_delta(p, pctx, full)
             rep.log(f"{m.name}: stored as {dp['bytes']:,} bytes against packages/base.slim ({dp['base_bytes']:,} "
                     f"bytes, shared by every task)")
-    winner = select_winner(measured, reference=reference, budget_points=recipe.compress.accuracy_budget)
+    decision = decide(measured, reference=reference, budget_points=recipe.compress.accuracy_budget,
+                      confidence=recipe.compress.confidence)
+    rep.log(f"decision: {decision.summary()}")
+    winner = next(m for m in measured if m.name == decision.shipped)
     write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(winner.package, tmp))
+    write_atomically(out / "predictions.npz", lambda tmp: _savez(tmp, predictions_arrays(measured, test.labels)))
     return {
         "slimship_version": __import__("slimship").__version__,
         "recipe": recipe.name,
@@ -126,5 +139,34 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
         "accuracy_budget_points": recipe.compress.accuracy_budget,
         "selected": winner.name,
         "package": str(out / "model.slim"),
+        "decision": decision.to_dict(),
+        "conditions": _conditions(ev, example, val, test),
+        "recipe_spec": rd,
         "models": [m.to_dict() for m in measured],
     }
+
+
+def _epochs(notes: dict) -> float | None:
+    """Epochs a model's training actually ran: its own (transfer), or the sum of its chain's recoveries."""
+    if "epochs" in notes:
+        return notes["epochs"]
+    runs = notes.get("training")
+    return None if runs is None else round(sum(t["epochs"] for t in runs), 3)
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def _conditions(ev, example, val, test) -> dict:
+    from slimship.core.runtime import cpu_threads
+    from slimship.evaluate.conditions import figure_conditions, machine_conditions
+    from slimship.evaluate.measure import LATENCY_ROUNDS, LATENCY_WARMUP
+
+    return {"machine": machine_conditions(threads=cpu_threads()),
+            **figure_conditions(runtime="onnxruntime", threads=cpu_threads(), input_shape=list(example.shape[1:]),
+                                batch_sizes=ev.batch_sizes, latency_runs=ev.latency_runs, rounds=LATENCY_ROUNDS,
+                                warmup=LATENCY_WARMUP, val_images=len(val.labels), test_images=len(test.labels))}

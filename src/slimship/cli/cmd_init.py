@@ -1,6 +1,7 @@
 """slimship init: print a complete, commented recipe for a model and a data set."""
 
-HELP = "write a commented YAML recipe with sensible defaults (to stdout, or --out FILE)"
+HELP = ("write a commented YAML recipe with the defaults measured best, sized to the data (to stdout, or --out FILE); "
+        "the model, weights and data are checked first")
 
 
 def add_arguments(p) -> None:
@@ -35,10 +36,11 @@ def _guess_image_size(data: str) -> int:
 
 
 def run(args) -> int:
-    from slimship.recipe.template import render_recipe
+    from slimship.recipe.template import check_init_inputs, render_recipe
 
+    pool = check_init_inputs(model=args.model, weights=args.weights, data=args.data, test=args.test)
     text = render_recipe(model=args.model, weights=args.weights, data=args.data, test=args.test,
-                         image_size=args.image_size or _guess_image_size(args.data))
+                         image_size=args.image_size or _guess_image_size(args.data), pool_images=pool)
     if args.out:
         from slimship.core.atomic import write_text_atomically
 

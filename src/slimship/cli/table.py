@@ -7,7 +7,7 @@ def print_table(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from slimship.evaluate.report import COLUMNS, comparison_rows
+    from slimship.evaluate.report import COLUMNS, comparison_rows, decision_lines
 
     t = Table(title=f"slimship: {metrics['recipe']} (test accuracy, package bytes, ONNX Runtime CPU latency)")
     for _, h in COLUMNS:
@@ -24,6 +24,8 @@ def print_table(metrics: dict) -> None:
     pt = ref.get("pytorch_eager_latency_ms")
     if pt:
         c.print(f"dense in PyTorch eager: {pt.get('batch1', 0):.2f} ms (b1), {pt.get('batch64', 0):.1f} ms (b64)")
+    for line in decision_lines(metrics):
+        c.print(line, highlight=False, markup=False)
     win = next(e for e in metrics["models"] if e["name"] == metrics["selected"])
     c.print(f"shipped: {metrics['package']} = {win['name']}: {100 * win['accuracy']:.2f} % "
             f"({100 * (win['accuracy'] - ref['accuracy']):+.2f} vs dense), {win['size_bytes']:,} bytes "

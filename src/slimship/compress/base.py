@@ -47,6 +47,7 @@ class CompressContext:
     seed: int = 0
     device: Device = CPU
     source: nn.Module | None = None  # the pretrained model before transfer (new head untrained): sparse transfer
+    trainings: list = field(default_factory=list)  # every recovery run: {desc, epochs, steps, seconds}, in order
 
     def fresh_model(self) -> nn.Module:
         """The untouched architecture with random weights (the reference for structural edits)."""

@@ -77,7 +77,10 @@ class ChainRunner:
                 state = ModelState(model=model.eval(), onnx=hit.onnx, arch_edits=edits, notes=hit.info.get("notes", {}))
             else:
                 self.ctx.log(f"{name}: step {i + 1}/{len(steps)} {step.method}")
+                n0 = len(self.ctx.trainings)
                 state = apply_step(state, step, self.ctx)
+                ran = [{"step": i + 1, "method": step.method, **t} for t in self.ctx.trainings[n0:]]
+                state.notes = {**state.notes, "training": [*state.notes.get("training", []), *ran]}
                 self.cache.save(key, {"arch_edits": state.arch_edits, "notes": state.notes}, state.model, state.onnx)
             self.memo[key] = state
         return CompressedModel(name, state, time.perf_counter() - t0, key)

@@ -57,8 +57,12 @@ def recover(model: nn.Module, cfg, ctx: CompressContext, desc: str,
     """Distil the dense teacher into ``model`` (in place) with trainer config ``cfg``; returns the TrainResult."""
     from slimship.transfer.trainer import train
 
-    return train(model, ctx.train, ctx.val, ctx.pre, cfg, teacher=ctx.teacher, after_step=after_step,
-                 progress=ctx.progress, desc=desc, device=ctx.device)
+    r = train(model, ctx.train, ctx.val, ctx.pre, cfg, teacher=ctx.teacher, after_step=after_step,
+              progress=ctx.progress, desc=desc, device=ctx.device)
+    # Budgets may be seconds: what actually ran is recorded (the chain runner files it in the step's notes).
+    ctx.trainings.append({"desc": desc, "epochs": round(r.epochs, 3), "steps": r.steps, "seconds": round(r.seconds, 1)})
+    ctx.log(f"{desc}: {r.epochs:.2f} epochs ({r.steps} steps, {r.seconds:.0f} s)")
+    return r
 
 
 def recover_keeping_zeros(model: nn.Module, keep_zero: dict, handled, rec: Recovery, ctx: CompressContext,

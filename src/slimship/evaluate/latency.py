@@ -1,4 +1,4 @@
-"""Latency: median of repeated timed runs after warm-up, in the runtime the artifact ships for.
+"""Latency: median (p50) and p95 of repeated timed runs after warm-up, in the runtime the artifact ships for.
 
 Benchmarks and reports call this; tests never assert on times.
 """
@@ -42,12 +42,22 @@ def torch_latency(model, example_input, batch_sizes=(1, 64), runs: int = 30) -> 
 
 def interleaved_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
                         runs: int = 30, rounds: int = 5, runtime: str = "onnxruntime") -> dict[str, dict[str, float]]:
-    """Latency medians of several deploy graphs measured *interleaved*: every round times each graph in turn.
+    """Latency medians (ms) of several deploy graphs measured interleaved: ``{name: {"batch1": ms, ...}}``
+    (see :func:`interleaved_latency_stats`)."""
+    stats = interleaved_latency_stats(graphs, input_shape, batch_sizes, runs=runs, rounds=rounds, runtime=runtime)
+    return {n: {k: v["p50"] for k, v in per.items()} for n, per in stats.items()}
+
+
+def interleaved_latency_stats(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
+                              runs: int = 30, rounds: int = 5, warmup: int = 3,
+                              runtime: str = "onnxruntime") -> dict[str, dict[str, dict[str, float]]]:
+    """Latency of several deploy graphs measured *interleaved*: every round times each graph in turn.
 
     Timing one model after another lets machine drift (frequency, other processes) land on whichever model
     happened to run at the time; at ~1 ms per batch-1 call that noise was ±40 % between two identical graphs.
     Round-robin spreads it over all of them. Each (graph, batch size) gets ``runs`` calls per round at batch 1
-    (a third of that at larger batches), after a warm-up; the figure is the median over all rounds.
+    (a third of that at larger batches), after ``warmup`` untimed calls; returns
+    ``{name: {"batch1": {"p50": ms, "p95": ms, "calls": n}, ...}}`` over all rounds.
     """
     from slimship.core.runtime import session
 
@@ -57,7 +67,7 @@ def interleaved_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], 
     times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in sessions for b in batch_sizes}
     for name, sess in sessions.items():  # warm-up
         for b in batch_sizes:
-            for _ in range(3):
+            for _ in range(warmup):
                 sess(inputs[b])
     for _ in range(rounds):
         for name, sess in sessions.items():
@@ -67,4 +77,6 @@ def interleaved_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], 
                     t0 = time.perf_counter()
                     sess(x)
                     times[(name, b)].append((time.perf_counter() - t0) * 1000)
-    return {n: {f"batch{b}": round(statistics.median(times[(n, b)]), 4) for b in batch_sizes} for n in sessions}
+    return {n: {f"batch{b}": {"p50": round(float(np.percentile(times[(n, b)], 50)), 4),
+                              "p95": round(float(np.percentile(times[(n, b)], 95)), 4),
+                              "calls": len(times[(n, b)])} for b in batch_sizes} for n in sessions}

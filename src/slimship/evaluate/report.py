@@ -28,13 +28,36 @@ def comparison_rows(metrics: dict) -> list[dict]:
             "b1": f"{lat.get('batch1', float('nan')):.2f}",
             "b64": f"{lat.get('batch64', float('nan')):.1f}",
             "speedup": " / ".join(f"{ref['latency_ms'][k] / v:.2f}x" for k, v in lat.items()),
+            "p": f"{e['decision']['probability']:.2f}" if e.get("decision") else "ref" if e is ref else "",
+            "epochs": "" if e.get("epochs") is None else f"{e['epochs']:.1f}",
         })
     return rows
 
 
-COLUMNS = [("name", "model"), ("accuracy", "test acc %"), ("delta", "Δ vs dense"), ("val", "val acc %"),
-           ("size", "package"), ("smaller", "× smaller"), ("params", "params"), ("nonzero", "nonzeros"),
-           ("macs", "MACs"), ("b1", "ms b1"), ("b64", "ms b64"), ("speedup", "speed-up b1 / b64")]
+COLUMNS = [("name", "model"), ("accuracy", "test acc %"), ("delta", "Δ vs ref"), ("val", "val acc %"),
+           ("p", "P(within)"), ("size", "package"), ("smaller", "× smaller"), ("params", "params"),
+           ("nonzero", "nonzeros"), ("macs", "MACs"), ("b1", "ms b1"), ("b64", "ms b64"),
+           ("speedup", "speed-up b1 / b64"), ("epochs", "epochs")]
+
+
+def decision_lines(metrics: dict) -> list[str]:
+    """The decision, its uncertainty, the reference choice and its warnings, and the measuring conditions."""
+    lines = []
+    for w in (metrics.get("reference_choice") or {}).get("warnings", []):
+        lines.append(f"Warning: {w}.")
+    d = metrics.get("decision")
+    if d:
+        lines.append(f"Decision: {d['summary']}. P(within) is the probability, from a paired comparison on the same "
+                     f"validation images, that a model loses at most {d['budget_points']:g} point(s); a candidate "
+                     f"ships when it reaches {d['confidence']:g} (docs/decision.md).")
+    m = (metrics.get("conditions") or {}).get("machine")
+    if m:
+        v = m.get("versions", {})
+        lines.append(f"Measured on {m['cpu']} ({m['logical_cores']} logical cores, {m['threads']} threads), "
+                     + ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "torch", "python") if k in v)
+                     + "; latency p50 (p95 in metrics.json), batch sizes "
+                     f"{metrics['conditions'].get('latency', {}).get('batch_sizes')}.")
+    return lines
 
 
 def render_markdown(metrics: dict) -> str:
@@ -49,14 +72,17 @@ def render_markdown(metrics: dict) -> str:
         "",
         "Accuracy is on the held-out test split, measured on the deploy graph read back from each package, in "
         "ONNX Runtime on the CPU; size is the package file on disk; latency is the median of repeated runs "
-        f"after warm-up ({metrics['threads']} threads). `*` marks the shipped model (the smallest package within "
-        f"{metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on validation data).",
+        f"after warm-up ({metrics['threads']} threads). `*` marks the shipped model (the smallest package judged "
+        f"within {metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on validation data). "
+        f"The full report with plots: report.html.",
         "",
         "| " + " | ".join(h for _, h in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     for r in comparison_rows(metrics):
         lines.append("| " + " | ".join(r[k] for k, _ in COLUMNS) + " |")
+    lines.append("")
+    lines += decision_lines(metrics)
     lines.append("")
     pt = ref.get("pytorch_eager_latency_ms")
     if pt:

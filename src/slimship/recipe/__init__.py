@@ -83,7 +83,7 @@ class DeltaTraining(_Strict):
 class TransferSection(_Strict):
     strategy: Literal["probe", "finetune", "partial"] = "finetune"
     head_init: Literal["probe", "random"] = "random"  # "probe" = LP-FT; needs a lower lr (~1e-4)
-    budget: Budget = Budget(seconds=120)
+    budget: Budget = Budget(epochs=3)  # epochs: the result does not depend on how busy the machine is
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     batch_size: int = Field(64, ge=1)
@@ -128,6 +128,8 @@ class Candidate(_Strict):
 
 class CompressSection(_Strict):
     accuracy_budget: float = Field(1.0, ge=0, description="points below the dense model, on validation")
+    confidence: float = Field(0.5, gt=0, lt=1, description="probability a candidate must reach of being within the "
+                                                           "budget to ship (docs/decision.md)")
     candidates: list[Candidate] = []
 
     @model_validator(mode="after")

@@ -59,7 +59,8 @@ class TransferInputs:
 @dataclass
 class TransferResult:
     models: list[TrainedModel]
-    reference: TrainedModel  # what compression starts from
+    reference: TrainedModel  # what compression starts from: the best transferred model on validation
+    choice: dict = field(default_factory=dict)  # how the reference was chosen (validation accuracies, warnings)
 
     def __getitem__(self, name: str) -> TrainedModel:
         return next(m for m in self.models if m.name == name)
@@ -75,7 +76,14 @@ def _train_config(t, *, budget, lr, bn, seed, freeze_stages=0, gradual=False, la
 
 def _notes(r) -> tuple[dict, float]:
     """(notes, seconds) of a :class:`~slimship.transfer.trainer.TrainResult`, as the stage cache keeps them."""
-    return {"history": r.history, "steps": r.steps, "images_per_second": round(r.images_per_second, 1)}, r.seconds
+    return {"history": r.history, "steps": r.steps, "epochs": round(r.epochs, 3),
+            "images_per_second": round(r.images_per_second, 1)}, r.seconds
+
+
+def _ran(notes: dict) -> str:
+    """What a training stage actually did, for the log: epochs (when known), steps."""
+    ep = notes.get("epochs")
+    return (f"{ep:.2f} epochs, " if ep is not None else "") + f"{notes['steps']} steps"
 
 
 def _cached(cache: StageCache, key: str, model, run: Callable[[], tuple[dict, float]], name: str,
@@ -102,15 +110,35 @@ def transfer(inp: TransferInputs) -> TransferResult:
     # The fine-tune's cache key must not change when only the scratch baseline's settings do.
     tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr", "delta"})
     models = [_probe(inp)]
-    reference = models[0]
     if t.strategy != "probe":
-        reference = _finetune(inp, models[0], tdict)
-        models.append(reference)
+        finetuned = _finetune(inp, models[0], tdict)
+        models.append(finetuned)
         if t.delta is not None:
-            models.append(_delta(inp, reference))
+            models.append(_delta(inp, finetuned))
+    reference, choice = choose_reference(models[:2], inp.reporter.log)
     if t.scratch_baseline:
         models.append(_scratch(inp, tdict))
-    return TransferResult(models, reference)
+    return TransferResult(models, reference, choice)
+
+
+def choose_reference(transferred: list[TrainedModel], log: Callable[[str], None]) -> tuple[TrainedModel, dict]:
+    """The transferred model (probe, fine-tune, ...; in stage order) with the best validation accuracy; a later
+    stage wins a tie. A stage that ends below an earlier one is logged and recorded (``choice["warnings"]``):
+    compression then starts from the better model, however the budget turned out."""
+    val = {m.name: m.notes["val_accuracy"] for m in transferred}
+    best = max(reversed(transferred), key=lambda m: m.notes["val_accuracy"])  # reversed: the later wins ties
+    warnings = []
+    for i, later in enumerate(transferred[1:], 1):
+        earlier = max(transferred[:i], key=lambda m: m.notes["val_accuracy"])
+        if later.notes["val_accuracy"] < earlier.notes["val_accuracy"]:
+            warnings.append(f"{later.name} ended below {earlier.name} on validation ({later.notes['val_accuracy']:.4f} "
+                            f"< {earlier.notes['val_accuracy']:.4f}); compression starts from {best.name}, the better "
+                            f"model (a larger transfer budget or a lower lr may help {later.name})")
+    for w in warnings:
+        log(f"warning: {w}")
+    log(f"reference: {best.name} (validation accuracy {', '.join(f'{k} {v:.4f}' for k, v in val.items())})")
+    return best, {"reference": best.name, "val_accuracy": val, "warnings": warnings,
+                  "rule": "the transferred model with the best validation accuracy (a later stage wins a tie)"}
 
 
 def _probe(inp: TransferInputs) -> TrainedModel:
@@ -135,7 +163,8 @@ def _probe(inp: TransferInputs) -> TrainedModel:
         info["seconds"] = time.perf_counter() - t0
         inp.cache.save(key, {"notes": info}, model)
     inp.reporter.log(f"probe: val {info['val_accuracy']:.4f} (L2 {info['l2']}, {info['seconds']:.0f} s)")
-    return TrainedModel("probe", "probe", model.eval(), key, info["seconds"], {"l2": info["l2"]})
+    return TrainedModel("probe", "probe", model.eval(), key, info["seconds"],
+                        {"l2": info["l2"], "val_accuracy": info["val_accuracy"]})
 
 
 def _finetune(inp: TransferInputs, probe: TrainedModel, tdict: dict) -> TrainedModel:
@@ -148,9 +177,9 @@ def _finetune(inp: TransferInputs, probe: TrainedModel, tdict: dict) -> TrainedM
     notes, secs = _cached(inp.cache, key, model, lambda: _notes(train(
         model, inp.data.train, inp.data.val, inp.pre, cfg, groups=inp.adapter.layer_groups(model),
         progress=inp.reporter, desc=t.strategy, device=inp.device)), t.strategy, inp.reporter.log)
-    inp.reporter.log(f"{t.strategy}: val {_best_val(notes):.4f} ({notes['steps']} steps, "
+    inp.reporter.log(f"{t.strategy}: val {_best_val(notes):.4f} ({_ran(notes)}, "
                      f"{notes['images_per_second']} img/s, {secs:.0f} s)")
-    return TrainedModel("finetuned", t.strategy, model.eval(), key, secs, notes)
+    return TrainedModel("finetuned", t.strategy, model.eval(), key, secs, {**notes, "val_accuracy": _best_val(notes)})
 
 
 def _delta(inp: TransferInputs, finetuned: TrainedModel) -> TrainedModel:
@@ -168,12 +197,12 @@ def _delta(inp: TransferInputs, finetuned: TrainedModel) -> TrainedModel:
         masks, r = train_sparse_delta(model, base_state, dt.density, (inp.data.train, inp.data.val), inp.pre,
                                       cfg, allocation=dt.allocation, dense_depthwise=dt.dense_depthwise,
                                       progress=inp.reporter, device=inp.device)
-        return {"history": r.history, "steps": r.steps, "density": dt.density, "kept": masks.kept,
-                "of": masks.total}, r.seconds
+        return {"history": r.history, "steps": r.steps, "epochs": round(r.epochs, 3), "density": dt.density,
+                "kept": masks.kept, "of": masks.total}, r.seconds
 
     notes, secs = _cached(inp.cache, key, model, run, "delta", inp.reporter.log)
     inp.reporter.log(f"delta {dt.density:g}: val {_best_val(notes):.4f} ({notes['kept']:,} of {notes['of']:,} "
-                     f"weights differ from the base; {notes['steps']} steps, {secs:.0f} s)")
+                     f"weights differ from the base; {_ran(notes)}, {secs:.0f} s)")
     return TrainedModel("finetuned-delta", "delta", model.eval(), key, secs, notes, base=inp.pretrained)
 
 
@@ -186,5 +215,5 @@ def _scratch(inp: TransferInputs, tdict: dict) -> TrainedModel:
     notes, secs = _cached(inp.cache, key, model, lambda: _notes(train(
         model, inp.data.train, inp.data.val, inp.pre, cfg, groups=inp.adapter.layer_groups(model),
         progress=inp.reporter, desc="scratch", device=inp.device)), "scratch", inp.reporter.log)
-    inp.reporter.log(f"scratch: val {_best_val(notes):.4f} ({notes['steps']} steps, {secs:.0f} s)")
+    inp.reporter.log(f"scratch: val {_best_val(notes):.4f} ({_ran(notes)}, {secs:.0f} s)")
     return TrainedModel("scratch", "scratch", model.eval(), key, secs, notes)

@@ -73,6 +73,7 @@ class TrainResult:
     seconds: float
     images_per_second: float
     history: list[dict] = field(default_factory=list)
+    epochs: float = 0.0  # passes over the training split actually made (images seen / training images)
 
 
 @torch.no_grad()
@@ -237,4 +238,4 @@ def train(
     secs = time.perf_counter() - start
     if task is not None:
         task.done()
-    return TrainResult(best_acc, step, secs, seen / max(secs, 1e-9), history)
+    return TrainResult(best_acc, step, secs, seen / max(secs, 1e-9), history, epochs=seen / max(n, 1))

@@ -1,0 +1,27 @@
+"""The reference is the best transferred model on validation; a stage that ends below an earlier one says so."""
+
+from __future__ import annotations
+
+from slimship.transfer.stage import TrainedModel, choose_reference
+
+
+def _m(name: str, val: float) -> TrainedModel:
+    return TrainedModel(name, name, model=None, key=name, seconds=0.0, notes={"val_accuracy": val})
+
+
+def test_a_fine_tune_below_the_probe_is_reported_and_the_probe_is_used():
+    logged = []
+    ref, choice = choose_reference([_m("probe", 0.91), _m("finetuned", 0.43)], logged.append)
+    assert ref.name == "probe" and choice["reference"] == "probe"
+    assert choice["val_accuracy"] == {"probe": 0.91, "finetuned": 0.43}
+    assert len(choice["warnings"]) == 1 and "finetuned ended below probe" in choice["warnings"][0]
+    assert any(line.startswith("warning: finetuned ended below probe") for line in logged)
+
+
+def test_the_better_fine_tune_is_the_reference_and_a_tie_goes_to_the_later_stage():
+    ref, choice = choose_reference([_m("probe", 0.80), _m("finetuned", 0.90)], lambda s: None)
+    assert ref.name == "finetuned" and choice["warnings"] == []
+    ref, _ = choose_reference([_m("probe", 0.90), _m("finetuned", 0.90)], lambda s: None)
+    assert ref.name == "finetuned"
+    ref, _ = choose_reference([_m("probe", 0.7)], lambda s: None)  # strategy probe
+    assert ref.name == "probe"
