@@ -12,7 +12,7 @@ import sys
 from slimship import __version__
 from slimship.core.errors import SlimshipError
 
-SUBCOMMANDS = ["init", "run", "eval", "predict", "demo", "list", "inspect", "verify", "export", "push", "pull", "store"]
+SUBCOMMANDS = ["init", "run", "search", "eval", "predict", "demo", "list", "inspect", "verify", "export", "push", "pull", "store"]
 
 
 def build_parser() -> argparse.ArgumentParser:
