@@ -27,9 +27,9 @@ class FakeEvaluator:
 
     reference, reference_val_torch = REF, 0.90
 
-    def __init__(self, folder: Path, interrupt_at: int | None = None, fail: bool = False):
-        self.folder, self.interrupt_at, self.fail = folder, interrupt_at, fail
-        self.measured, self.prefixes = [], []
+    def __init__(self, folder: Path, interrupt_at: int | None = None, fail: bool = False, limit: int = 100):
+        self.folder, self.interrupt_at, self.fail, self.limit = folder, interrupt_at, fail, limit
+        self.measured, self.prefixes, self.calls = [], [], 0
         (folder / "finetuned.slim").write_bytes(b"dense")
         self.reference.package = str(folder / "finetuned.slim")
 
@@ -38,6 +38,9 @@ class FakeEvaluator:
         return 0.9 - steps[0].sparsity / 2
 
     def measure(self, steps, name):
+        self.calls += 1
+        if self.calls > self.limit:  # a search that should have stopped fails the test instead of running on
+            pytest.fail(f"{self.calls} chains measured; the search should have stopped")
         if self.fail:
             raise RuntimeError("pruning graph broke\nsecond line")
         if self.interrupt_at is not None and len(self.measured) == self.interrupt_at:
@@ -161,7 +164,7 @@ def test_an_interrupted_trial_is_run_again_next_time(tmp_path):
 
 def test_failing_chains_are_recorded_and_the_worker_stops_after_a_few(tmp_path):
     logs = []
-    study, summary = _search(_job(tmp_path, trials=10, logs=logs), FakeEvaluator(tmp_path, fail=True))
+    study, summary = _search(_job(tmp_path, trials=10, logs=logs), FakeEvaluator(tmp_path, fail=True, limit=6))
     trials = study.get_trials()
     assert len(trials) == 5 and all(t.state.name == "FAIL" for t in trials)
     assert trials[0].user_attrs["error"] == "RuntimeError: pruning graph broke"
@@ -173,6 +176,6 @@ def test_time_limit_starts_no_trial_that_cannot_finish(tmp_path, monkeypatch):
 
     monkeypatch.setattr(study_mod, "typical_seconds", lambda study: 7200.0)  # as if a trial took two hours
     logs = []
-    study, _ = _search(_job(tmp_path, seconds=3600, logs=logs), FakeEvaluator(tmp_path))
+    study, _ = _search(_job(tmp_path, seconds=3600, logs=logs), FakeEvaluator(tmp_path, limit=1))
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "WAITING", "WAITING"]
     assert any("a trial takes about 7200 s: no new trial" in line for line in logs)
