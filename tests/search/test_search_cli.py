@@ -19,7 +19,7 @@ from tests.conftest import make_images, tiny_recipe
 pytest.importorskip("optuna")
 
 # fast chains on the tiny model; every recovery half an epoch
-SPACE = {"methods": {"unstructured": {"sparsity": [0.5], "allocation": ["uniform"], "recovery_epochs": [0.5]},
+SPACE = {"methods": {"unstructured": {"sparsity": [0.4, 0.5, 0.6], "allocation": ["uniform"], "recovery_epochs": [0.5]},
                      "kmeans": {"bits": [3, 4, 5], "recovery_epochs": [0.5]}, "int8": {"qat_epochs": [0]}},
          "chains": ["int8", "kmeans", "unstructured>kmeans"],
          "seeds": [{"chain": "int8"}, {"chain": "unstructured>kmeans", "kmeans": {"bits": 4}}],
@@ -91,21 +91,35 @@ def test_search_writes_measured_trials_and_resumes(inputs, tmp_path):
 
 
 def test_two_workers_share_one_sqlite_study(inputs, tmp_path):
-    out = _out(inputs, tmp_path / "shared")
-    p = _search(inputs, out, "--trials", "0")  # set-up once (transfer, reference, study with its seeds)
+    """One worker on the default storage (OUT/study.db), the other in its own run folder given that study's URL,
+    as a worker on another machine with a shared file system would be."""
+    out, other = _out(inputs, tmp_path / "a"), _out(inputs, tmp_path / "b")
+    p = _search(inputs, out, "--trials", "0")  # set-up once (reference, the study with its seeds)
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "search.json").read_text())["trials"]["waiting"] == 2  # the seeds, not yet taken
-    workers = [_search(inputs, out, "--trials", "6", wait=False) for _ in range(2)]
+    url = f"sqlite:///{out / 'study.db'}"
+    workers = [_search(inputs, out, "--trials", "6", wait=False),
+               _search(inputs, other, "--trials", "6", "--storage", url, "--study", "tiny", wait=False)]
     for w in workers:
         _, err = w.communicate(timeout=900)
         assert w.returncode == 0, err
+    assert not (other / "study.db").exists()
     db = sqlite3.connect(out / "study.db")
     states = [s for (s,) in db.execute("SELECT state FROM trials ORDER BY number")]
-    assert states.count("COMPLETE") >= 6 and "RUNNING" not in states
+    assert states.count("COMPLETE") >= 6 and "RUNNING" not in states and "WAITING" not in states
+    p = _search(inputs, out, "--trials", "6")  # nothing left to do: rewrites the outputs from the whole study
+    assert p.returncode == 0, p.stderr
     trials = json.loads((out / "trials.json").read_text())
     numbers = [t["number"] for t in trials]
-    assert numbers == sorted(set(numbers))  # no trial twice
+    assert numbers == sorted(set(numbers)) and len(numbers) == len(states)  # no trial twice
     assert len({t["worker"] for t in trials if t["state"] == "complete"}) == 2  # both workers ran trials
+    folders = {}  # each worker writes its packages in its own run folder
+    for t in trials:
+        if t["state"] == "complete" and "duplicate_of" not in t:
+            assert os.path.isfile(t["package"])
+            folders.setdefault(t["worker"], set()).add(os.path.dirname(t["package"]))
+    assert all(len(f) == 1 for f in folders.values())
+    assert set().union(*folders.values()) <= {str(out / "packages"), str(other / "packages")}
     assert sorted(t["seed_trial"] for t in trials if "seed_trial" in t) == [0, 1]  # each seed taken once
     measured = [t for t in trials if t["state"] == "complete" and "duplicate_of" not in t]
     keys = [json.dumps(t["steps"], sort_keys=True) for t in measured]

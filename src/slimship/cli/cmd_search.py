@@ -26,9 +26,9 @@ def run(args) -> int:
     s = search(recipe, args.out, trials=args.trials, seconds=seconds, storage=args.storage, study=args.study,
                space=space, quiet=args.quiet)
     if not args.quiet:
-        print(f"{sum(s['trials'].values())} trials in study {s['study']} ({s['trials']['complete']} measured, "
-              f"{s['trials']['pruned']} stopped early, {s['trials']['fail']} failed); {s['recommended']['within_budget']} "
-              f"within the budget")
+        c = s["trials"]
+        print(f"study {s['study']}: {c['complete']} trials measured, {c['pruned']} stopped early, {c['fail']} failed; "
+              f"{s['recommended']['within_budget']} within the accuracy budget")
         for role in ("smallest", "fastest"):
             if role in s:
                 print(f"{role} within budget: trial {s[role]['trial']}: {s[role]['chain']} -> {s[role]['package']}")

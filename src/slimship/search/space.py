@@ -114,7 +114,7 @@ class SearchSpace:
 
     methods: tuple[MethodSpace, ...]
     chains: tuple[str, ...]  # valid chain shapes, e.g. "prune_channels>int8"
-    seeds: tuple[dict, ...] = ()  # Optuna params of the first trials (see seed_params)
+    seeds: tuple[dict, ...] = ()  # Optuna params of the first trials (see params_of_seed)
     sampler: str = "tpe"  # tpe | nsga2
     startup_trials: int = 6  # random proposals before TPE models the results (tpe)
     population: int = 8  # NSGA-II population size (nsga2)
