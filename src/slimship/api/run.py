@@ -3,13 +3,17 @@
 Each stage is a module with typed inputs and results; this module only wires them together and writes the run's
 outputs. Every stage's result is cached under ``OUT/.work`` keyed by the hash of what produced it, so an
 interrupted run resumes where it stopped, and a re-run with a changed compression plan does not redo the transfer.
+The pieces :func:`run` wires (:func:`open_stages`, :func:`package_context`, :func:`measure_prepared`,
+:func:`write_packages`) are what ``slimship search`` calls too, once per trial.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from slimship.core.atomic import write_atomically, write_text_atomically
 from slimship.core.cache import StageCache, stage_key
@@ -25,42 +29,17 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     """
     import torch
 
-    from slimship.compress import CompressContext
     from slimship.compress.pipeline import compress
-    from slimship.core.device import resolve_device
-    from slimship.data.task import load_task_data, prepare_task_data
-    from slimship.models.kinds import adapter_for
-    from slimship.transfer import TransferInputs, transfer
 
-    out = _output_folder(out, fresh)
+    out = output_folder(out, fresh)
     rep = Reporter(out / "run.log", quiet=quiet)
     t_start = time.perf_counter()
-    torch.manual_seed(recipe.seed)
-    cache, rd, device = StageCache(out / ".work"), recipe_to_dict(recipe), resolve_device()
     try:
-        adapter = adapter_for(recipe.model)
-        splits = load_task_data(recipe.data, seed=recipe.seed)
-        pre = adapter.preprocessing(splits.channels)
-        data = prepare_task_data(splits, pre)
-        rep.log(f"data {recipe.data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
-                f"{data.num_classes} classes, {data.channels} channel(s), {pre.describe()}")
-        built = adapter.build(data.num_classes)
-        w = built.weights_report
-        rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
-        # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
-        base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint)
-        transferred = transfer(TransferInputs(section=recipe.transfer, seed=recipe.seed, adapter=adapter,
-                                              pretrained=built.model, data=data, pre=pre, cache=cache,
-                                              base_key=base_key, reporter=rep, device=device))
-        ref = transferred.reference
-        ctx = CompressContext(adapter=adapter, train=data.train, val=data.val, pre=pre, teacher=ref.model,
-                              num_classes=data.num_classes, log=rep.log, progress=rep, seed=recipe.seed,
-                              device=device, source=built.model)
-        compressed = compress(recipe.compress.candidates, ctx, cache, ref.key)
-        metrics = _measure_and_package([*transferred.models, *compressed], ref.name, recipe, rd, adapter, data, pre,
-                                       out, rep)
+        st = open_stages(recipe, out, rep)
+        compressed = compress(recipe.compress.candidates, st.ctx, st.cache, st.reference.key)
+        metrics = _measure_and_package([*st.transferred.models, *compressed], st.reference.name, st, out)
         metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
-                       device=device.describe(), reference_choice=transferred.choice)
+                       device=st.device.describe(), reference_choice=st.transferred.choice)
         _write_reports(metrics, out, rep)
         rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
         return metrics
@@ -79,7 +58,62 @@ def _write_reports(metrics: dict, out: Path, rep) -> None:
     rep.log(f"report: {write_html_report(out)}")
 
 
-def _output_folder(out: str | Path, fresh: bool) -> Path:
+@dataclass
+class Stages:
+    """What a run has once the model is transferred: everything compression, measuring and packaging need."""
+
+    recipe: Recipe
+    rd: dict  # the recipe as a dictionary (written into packages)
+    adapter: Any  # models.adapter.ModelAdapter
+    data: Any  # data.task.TaskData
+    pre: Any  # core.preprocessing.Preprocessing
+    cache: StageCache
+    device: Any  # core.device.Device
+    transferred: Any  # transfer.TransferResult
+    ctx: Any  # compress.CompressContext, starting from the reference model
+    rep: Reporter
+
+    @property
+    def reference(self):
+        """The transferred model compression starts from."""
+        return self.transferred.reference
+
+
+def open_stages(recipe: Recipe, out: Path, rep: Reporter) -> Stages:
+    """Load the data, build the model and transfer it (cached in ``out/.work``)."""
+    import torch
+
+    from slimship.compress import CompressContext
+    from slimship.core.device import resolve_device
+    from slimship.data.task import load_task_data, prepare_task_data
+    from slimship.models.kinds import adapter_for
+    from slimship.transfer import TransferInputs, transfer
+
+    torch.manual_seed(recipe.seed)
+    cache, rd, device = StageCache(out / ".work"), recipe_to_dict(recipe), resolve_device()
+    adapter = adapter_for(recipe.model)
+    splits = load_task_data(recipe.data, seed=recipe.seed)
+    pre = adapter.preprocessing(splits.channels)
+    data = prepare_task_data(splits, pre)
+    rep.log(f"data {recipe.data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
+            f"{data.num_classes} classes, {data.channels} channel(s), {pre.describe()}")
+    built = adapter.build(data.num_classes)
+    w = built.weights_report
+    rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
+    # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
+    base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint)
+    transferred = transfer(TransferInputs(section=recipe.transfer, seed=recipe.seed, adapter=adapter,
+                                          pretrained=built.model, data=data, pre=pre, cache=cache,
+                                          base_key=base_key, reporter=rep, device=device))
+    ref = transferred.reference
+    ctx = CompressContext(adapter=adapter, train=data.train, val=data.val, pre=pre, teacher=ref.model,
+                          num_classes=data.num_classes, log=rep.log, progress=rep, seed=recipe.seed,
+                          device=device, source=built.model)
+    return Stages(recipe, rd, adapter, data, pre, cache, device, transferred, ctx, rep)
+
+
+def output_folder(out: str | Path, fresh: bool = False) -> Path:
+    """``out`` as a folder (created); ``fresh`` drops its stage cache."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
@@ -89,35 +123,63 @@ def _output_folder(out: str | Path, fresh: bool) -> Path:
     return out
 
 
-def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict, adapter, data, pre, out: Path,
-                         rep) -> dict:
-    """Prepare every model's package, measure the exact graph it holds, write it once, choose the winner; return
-    the run's metrics (without timings)."""
-    from slimship.evaluate.decision import decide
-    from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, measure_model, predictions_arrays
+def package_context(st: Stages, folder: Path):
+    """The package stage's context: every package of the run goes to ``folder``."""
     from slimship.package import stage as package
 
-    ev = recipe.evaluate
-    pctx = package.PackageContext(adapter, out / "packages", data.class_names, pre, rd,
+    recipe = st.recipe
+    pctx = package.PackageContext(st.adapter, folder, st.data.class_names, st.pre, st.rd,
                                   recipe.transfer.delta.value_bits if recipe.transfer.delta else 8)
-    pctx.folder.mkdir(exist_ok=True)
-    val, test, example = EvalSet.of(data.val, pre), EvalSet.of(data.test, pre), adapter.example_input(1)
+    pctx.folder.mkdir(parents=True, exist_ok=True)
+    return pctx
+
+
+def measure_prepared(models: list, reference: str, st: Stages, pctx) -> tuple[list, list]:
+    """Prepare every model's package and measure the exact graph it holds (accuracy, size, compute; latency is
+    measured afterwards for all graphs at once). Returns (prepared, measurements), in the order of ``models``."""
+    from slimship.evaluate.measure import EvalSet, measure_model
+    from slimship.package import stage as package
+
+    ev = st.recipe.evaluate
+    val, test, example = EvalSet.of(st.data.val, st.pre), EvalSet.of(st.data.test, st.pre), st.adapter.example_input(1)
     prepared, measured = [], []
     for m in models:
-        rep.log(f"measuring {m.name}")
+        st.rep.log(f"measuring {m.name}")
         prepared.append(package.prepare(m, pctx))
         measured.append(measure_model(
             name=m.name, kind=m.kind, graph=prepared[-1].graph, model=m.model, example_input=example, val=val,
             test=test, compressed=m.compressed, pytorch_batch_sizes=ev.batch_sizes if m.name == reference else None,
-            runs=ev.latency_runs, num_classes=data.num_classes,
+            runs=ev.latency_runs, num_classes=st.data.num_classes,
             extra={"train_seconds": round(m.seconds, 1), "epochs": _epochs(m.notes), "notes": m.notes}))
+    return prepared, measured
+
+
+def write_packages(prepared: list, measured: list, pctx) -> None:
+    """Write each package once, with its figures; sets each measurement's ``size_bytes`` and ``package``."""
+    from slimship.package import stage as package
+
+    for p, m in zip(prepared, measured):
+        path, m.size_bytes = package.write(p, pctx, m.to_dict())
+        m.package = str(path)
+
+
+def _measure_and_package(models: list, reference: str, st: Stages, out: Path) -> dict:
+    """Prepare every model's package, measure the exact graph it holds, write it once, choose the winner; return
+    the run's metrics (without timings)."""
+    from slimship.evaluate.decision import decide
+    from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, predictions_arrays
+    from slimship.package import stage as package
+
+    recipe, rep, data, pre = st.recipe, st.rep, st.data, st.pre
+    ev = recipe.evaluate
+    pctx = package_context(st, out / "packages")
+    prepared, measured = measure_prepared(models, reference, st, pctx)
+    val, test, example = EvalSet.of(data.val, pre), EvalSet.of(data.test, pre), st.adapter.example_input(1)
     graphs = {p.source.name: p.graph for p in prepared}
     rep.log(f"latency: {len(measured)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}; peak memory")
     measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
     measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
-    for p, m in zip(prepared, measured):
-        path, m.size_bytes = package.write(p, pctx, m.to_dict())
-        m.package = str(path)
+    write_packages(prepared, measured, pctx)
     for p, m in zip(prepared, measured):
         if p.delta is not None:
             full = next(x.size_bytes for x in measured if x.name == "finetuned")
@@ -141,7 +203,7 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
         "package": str(out / "model.slim"),
         "decision": decision.to_dict(),
         "conditions": _conditions(ev, example, val, test),
-        "recipe_spec": rd,
+        "recipe_spec": st.rd,
         "models": [m.to_dict() for m in measured],
     }
 

@@ -12,8 +12,8 @@ import sys
 from slimship import __version__
 from slimship.core.errors import SlimshipError
 
-SUBCOMMANDS = ["init", "run", "report", "eval", "predict", "demo", "list", "inspect", "verify", "export", "push",
-               "pull", "store", "serve", "sign", "keygen"]
+SUBCOMMANDS = ["init", "run", "search", "report", "eval", "predict", "demo", "list", "inspect", "verify", "export",
+               "push", "pull", "store", "serve", "sign", "keygen"]
 
 
 def build_parser() -> argparse.ArgumentParser:
