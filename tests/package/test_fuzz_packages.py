@@ -70,6 +70,8 @@ def _apply(m: dict, path: tuple, value, delete: bool) -> None:
             del node[last]
         else:
             node[last] = value
+    elif not isinstance(last, str):  # an index into what became an object: JSON keys are strings
+        return
     elif delete:
         node.pop(last, None)
     else:
