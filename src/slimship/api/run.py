@@ -19,26 +19,30 @@ from slimship.core.progress import Reporter
 from slimship.recipe import Recipe, recipe_to_dict
 
 
-def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False) -> dict:
+def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False,
+        device: str | None = None) -> dict:
     """Execute ``recipe`` and write OUT/{metrics.json, report.md, run.log, model.slim, packages/*.slim}.
 
-    Returns the metrics dictionary (the content of metrics.json). Raises SlimshipError for bad input.
+    ``device`` ("cpu", "cuda", "auto") overrides the recipe's ``device.type``. Launched by torchrun, every process
+    calls this; training and evaluation are shared between them and only rank 0 writes (docs/distributed.md).
+    Returns the metrics dictionary (the content of metrics.json) on every process. Raises SlimshipError for bad input.
     """
     import torch
 
     from slimship.compress import CompressContext
     from slimship.compress.pipeline import compress
-    from slimship.core.device import resolve_device
     from slimship.data.task import load_task_data, prepare_task_data
     from slimship.models.kinds import adapter_for
     from slimship.transfer import TransferInputs, transfer
 
-    out = _output_folder(out, fresh)
-    rep = Reporter(out / "run.log", quiet=quiet)
     t_start = time.perf_counter()
+    dev = _device(recipe, device)
+    out, world = _output_folder(out, fresh, dev.world), dev.world
+    rep = Reporter(out / "run.log" if world.main else None, quiet=quiet or not world.main)
     torch.manual_seed(recipe.seed)
-    cache, rd, device = StageCache(out / ".work"), recipe_to_dict(recipe), resolve_device()
+    cache, rd = StageCache(out / ".work", world), recipe_to_dict(recipe)
     try:
+        rep.log(f"device: {_where(dev)}")
         adapter = adapter_for(recipe.model)
         splits = load_task_data(recipe.data, seed=recipe.seed)
         pre = adapter.preprocessing(splits.channels)
@@ -49,34 +53,70 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         w = built.weights_report
         rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
         # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
-        base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint)
+        # A scaled batch trains differently, so it is part of the key too (the device itself is not: a run may
+        # resume on another device).
+        scale = [{"batch_scale": dev.batch_scale}] if dev.batch_scale != 1 else []
+        base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint, *scale)
         transferred = transfer(TransferInputs(recipe.transfer, recipe.seed, adapter, built.model, data, pre, cache,
-                                              base_key, rep, device))
+                                              base_key, rep, dev))
         ref = transferred.reference
         ctx = CompressContext(adapter, data.train, data.val, pre, ref.model, data.num_classes, rep.log, rep,
-                              recipe.seed, device, source=built.model)
+                              recipe.seed, dev, source=built.model)
         compressed = compress(recipe.compress.candidates, ctx, cache, ref.key)
-        metrics = _measure_and_package([*transferred.models, *compressed], ref.name, recipe, rd, adapter, data, pre,
-                                       out, rep)
-        metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
-                       device=device.describe())
-        write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
-        from slimship.evaluate.report import render_markdown
-
-        write_text_atomically(out / "report.md", render_markdown(metrics))
-        rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
-        return metrics
+        devices = world.all_gather_json(f"{dev.describe()['device']} ({dev.name()})")
+        metrics = None
+        if world.main:  # measuring and packaging are rank 0's alone; the others wait for its metrics
+            metrics = _measure_and_package([*transferred.models, *compressed], ref.name, recipe, rd, adapter, data,
+                                           pre, out, rep)
+            metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
+                           device={**dev.describe(), "devices": devices}, measured_on=_measured_on())
+            _write_outputs(out, metrics, rep)
+        return world.broadcast_json(metrics)
     finally:
         rep.close()
 
 
-def _output_folder(out: str | Path, fresh: bool) -> Path:
+def _device(recipe: Recipe, override: str | None):
+    """The run's Device: the recipe's ``device`` section, ``override`` (the CLI's --device) winning over its type."""
+    from slimship.core.device import resolve_device
+
+    d = recipe.device
+    return resolve_device(override or d.type, d.precision, batch_scale=d.batch_scale, compile=d.compile)
+
+
+def _measured_on() -> dict:
+    """Where accuracy and latency of the deploy graphs are measured: the runtime on this machine's CPU."""
+    import platform
+
+    from slimship.core.runtime import cpu_threads
+
+    return {"device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": cpu_threads()}
+
+
+def _where(dev) -> str:
+    w = dev.world
+    procs = f", {w.size} processes ({w.backend})" if w.distributed else ""
+    return f"{dev.describe()['device']} ({dev.name()}), {dev.precision}{procs}"
+
+
+def _write_outputs(out: Path, metrics: dict, rep) -> None:
+    write_text_atomically(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    from slimship.evaluate.report import render_markdown
+
+    write_text_atomically(out / "report.md", render_markdown(metrics))
+    rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
+
+
+def _output_folder(out: str | Path, fresh: bool, world) -> Path:
+    """The output folder, made (and emptied of cached stages with ``fresh``) by rank 0 only."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
-    out.mkdir(parents=True, exist_ok=True)
-    if fresh and (out / ".work").exists():
-        shutil.rmtree(out / ".work")
+    if world.main:
+        if out.exists() and not out.is_dir():
+            raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
+        out.mkdir(parents=True, exist_ok=True)
+        if fresh and (out / ".work").exists():
+            shutil.rmtree(out / ".work")
+    world.barrier()
     return out
 
 
