@@ -86,11 +86,10 @@ def _device(recipe: Recipe, override: str | None):
 
 def _measured_on() -> dict:
     """Where accuracy and latency of the deploy graphs are measured: the runtime on this machine's CPU."""
-    import platform
-
+    from slimship.core.device import cpu_name
     from slimship.core.runtime import cpu_threads
 
-    return {"device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": cpu_threads()}
+    return {"device": "cpu", "cpu": cpu_name(), "threads": cpu_threads()}
 
 
 def _where(dev) -> str:

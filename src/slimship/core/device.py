@@ -133,9 +133,21 @@ class Device:
             import torch
 
             return torch.cuda.get_device_name(self.torch_device)
-        import platform
+        return cpu_name()
 
-        return platform.processor() or platform.machine()
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 _HELD: "weakref.WeakSet" = weakref.WeakSet()  # modules a `holding` block has placed on a device
