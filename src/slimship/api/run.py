@@ -22,27 +22,36 @@ from slimship.core.progress import Reporter
 from slimship.recipe import Recipe, recipe_to_dict
 
 
-def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False) -> dict:
-    """Execute ``recipe`` and write OUT/{metrics.json, report.md, run.log, model.slim, packages/*.slim}.
+def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False,
+        device: str | None = None) -> dict:
+    """Execute ``recipe`` and write OUT/{metrics.json, report.md, report.html, run.log, model.slim, packages/}.
 
-    Returns the metrics dictionary (the content of metrics.json). Raises SlimshipError for bad input.
+    ``device`` ("cpu", "cuda", "auto") overrides the recipe's ``device.type``. Launched by torchrun, every process
+    calls this; training and evaluation are shared between them and only rank 0 writes (docs/distributed.md).
+    Returns the metrics dictionary (the content of metrics.json) on every process. Raises SlimshipError for bad input.
     """
     import torch
 
     from slimship.compress.pipeline import compress
 
-    out = output_folder(out, fresh)
-    rep = Reporter(out / "run.log", quiet=quiet)
     t_start = time.perf_counter()
+    dev = run_device(recipe, device)
+    out, world = output_folder(out, fresh, dev.world), dev.world
+    rep = Reporter(out / "run.log" if world.main else None, quiet=quiet or not world.main)
     try:
-        st = open_stages(recipe, out, rep)
+        rep.log(f"device: {_where(dev)}")
+        st = open_stages(recipe, out, rep, dev)
         compressed = compress(recipe.compress.candidates, st.ctx, st.cache, st.reference.key)
-        metrics = _measure_and_package([*st.transferred.models, *compressed], st.reference.name, st, out)
-        metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
-                       device=st.device.describe(), reference_choice=st.transferred.choice)
-        _write_reports(metrics, out, rep)
-        rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
-        return metrics
+        devices = world.all_gather_json(f"{dev.describe()['device']} ({dev.name()})")
+        metrics = None
+        if world.main:  # measuring and packaging are rank 0's alone; the others wait for its metrics
+            metrics = _measure_and_package([*st.transferred.models, *compressed], st.reference.name, st, out)
+            metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
+                           device={**dev.describe(), "devices": devices}, measured_on=_measured_on(),
+                           reference_choice=st.transferred.choice)
+            _write_reports(metrics, out, rep)
+            rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
+        return world.broadcast_json(metrics)
     finally:
         rep.close()
 
@@ -56,6 +65,28 @@ def _write_reports(metrics: dict, out: Path, rep) -> None:
     write_text_atomically(out / "metrics.json", dumps(metrics))
     write_text_atomically(out / "report.md", render_markdown(metrics))
     rep.log(f"report: {write_html_report(out)}")
+
+
+def run_device(recipe: Recipe, override: str | None = None):
+    """The run's Device: the recipe's ``device`` section, ``override`` (the CLI's --device) winning over its type."""
+    from slimship.core.device import resolve_device
+
+    d = recipe.device
+    return resolve_device(override or d.type, d.precision, batch_scale=d.batch_scale, compile=d.compile)
+
+
+def _measured_on() -> dict:
+    """Where accuracy and latency of the deploy graphs are measured: the runtime on this machine's CPU."""
+    from slimship.core.device import cpu_name
+    from slimship.core.runtime import cpu_threads
+
+    return {"device": "cpu", "cpu": cpu_name(), "threads": cpu_threads()}
+
+
+def _where(dev) -> str:
+    w = dev.world
+    procs = f", {w.size} processes ({w.backend})" if w.distributed else ""
+    return f"{dev.describe()['device']} ({dev.name()}), {dev.precision}{procs}"
 
 
 @dataclass
@@ -79,18 +110,18 @@ class Stages:
         return self.transferred.reference
 
 
-def open_stages(recipe: Recipe, out: Path, rep: Reporter) -> Stages:
-    """Load the data, build the model and transfer it (cached in ``out/.work``)."""
+def open_stages(recipe: Recipe, out: Path, rep: Reporter, dev=None) -> Stages:
+    """Load the data, build the model and transfer it (cached in ``out/.work``) on ``dev`` (default: the recipe's)."""
     import torch
 
     from slimship.compress import CompressContext
-    from slimship.core.device import resolve_device
     from slimship.data.task import load_task_data, prepare_task_data
     from slimship.models.kinds import adapter_for
     from slimship.transfer import TransferInputs, transfer
 
+    dev = dev or run_device(recipe)
     torch.manual_seed(recipe.seed)
-    cache, rd, device = StageCache(out / ".work"), recipe_to_dict(recipe), resolve_device()
+    cache, rd = StageCache(out / ".work", dev.world), recipe_to_dict(recipe)
     adapter = adapter_for(recipe.model)
     splits = load_task_data(recipe.data, seed=recipe.seed)
     pre = adapter.preprocessing(splits.channels)
@@ -101,25 +132,32 @@ def open_stages(recipe: Recipe, out: Path, rep: Reporter) -> Stages:
     w = built.weights_report
     rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
     # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
-    base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint)
+    # A scaled batch trains differently, so it is part of the key too (the device itself is not: a run may
+    # resume on another device).
+    scale = [{"batch_scale": dev.batch_scale}] if dev.batch_scale != 1 else []
+    base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint, *scale)
     transferred = transfer(TransferInputs(section=recipe.transfer, seed=recipe.seed, adapter=adapter,
                                           pretrained=built.model, data=data, pre=pre, cache=cache,
-                                          base_key=base_key, reporter=rep, device=device))
+                                          base_key=base_key, reporter=rep, device=dev))
     ref = transferred.reference
     ctx = CompressContext(adapter=adapter, train=data.train, val=data.val, pre=pre, teacher=ref.model,
                           num_classes=data.num_classes, log=rep.log, progress=rep, seed=recipe.seed,
-                          device=device, source=built.model)
-    return Stages(recipe, rd, adapter, data, pre, cache, device, transferred, ctx, rep)
+                          device=dev, source=built.model)
+    return Stages(recipe, rd, adapter, data, pre, cache, dev, transferred, ctx, rep)
 
 
-def output_folder(out: str | Path, fresh: bool = False) -> Path:
-    """``out`` as a folder (created); ``fresh`` drops its stage cache."""
+def output_folder(out: str | Path, fresh: bool = False, world=None) -> Path:
+    """``out`` as a folder, made (and emptied of cached stages with ``fresh``) by rank 0 only."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
-    out.mkdir(parents=True, exist_ok=True)
-    if fresh and (out / ".work").exists():
-        shutil.rmtree(out / ".work")
+    main = world is None or world.main
+    if main:
+        if out.exists() and not out.is_dir():
+            raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
+        out.mkdir(parents=True, exist_ok=True)
+        if fresh and (out / ".work").exists():
+            shutil.rmtree(out / ".work")
+    if world is not None:
+        world.barrier()
     return out
 
 

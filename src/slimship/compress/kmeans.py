@@ -94,7 +94,7 @@ class SharedWeight:
                     # nearest centroid through the sorted codebook's midpoints (memory: one index per weight)
                     order = torch.argsort(c)
                     mids = (c[order][1:] + c[order][:-1]) / 2
-                    self.index.copy_(order[torch.bucketize(w.detach(), mids)])
+                    self.index.copy_(order[torch.bucketize(w.detach().contiguous(), mids)])  # channels_last weights
                 return torch.where(self.mask, self.codebook[self.index] + (w - w.detach()), zero)
 
         return _Shared(*args, **kwargs)

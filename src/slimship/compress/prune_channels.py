@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so recipes validate wit
 
 from slimship.compress.base import CompressContext, ModelState, register_method
 from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.core.device import CPU, Device
 from slimship.core.errors import SlimshipError
 
 
@@ -52,8 +53,9 @@ def _importance(name: str):
     return table[name]()
 
 
-def recalibrate_bn_(model: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Re-estimate BatchNorm running statistics from ``batches`` (cumulative average, no weight change)."""
+def recalibrate_bn_(model: nn.Module, batches: list[torch.Tensor], device: Device = CPU) -> None:
+    """Re-estimate BatchNorm running statistics from ``batches`` (cumulative average, no weight change), on
+    ``device``."""
     import torch
     from torch import nn
 
@@ -63,9 +65,9 @@ def recalibrate_bn_(model: nn.Module, batches: list[torch.Tensor]) -> None:
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    with torch.no_grad():
+    with torch.no_grad(), device.holding(model):
         for x in batches:
-            model(x)
+            model(device.layout(device.put(x)))
     for m, mom in zip(bns, saved):
         m.momentum = mom
     model.eval()
@@ -80,6 +82,7 @@ def prune_channels_(
     loss_batches: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
     log: Callable[[str], None] = print,
     ignored: list[nn.Module] | None = None,
+    device: Device = CPU,
 ) -> dict:
     """Prune ``model`` in place over ``cfg.steps`` rounds; after each, recalibrate BN and call ``recover``.
 
@@ -133,7 +136,7 @@ def prune_channels_(
             pruner.step()
             done += 1
         model.zero_grad(set_to_none=True)
-        recalibrate_bn_(model, calib_batches)
+        recalibrate_bn_(model, calib_batches, device)
         macs, params = tp.utils.count_ops_and_params(model, example_input)
         log(f"prune round {rnd + 1}/{cfg.steps}: MACs {macs0 / 1e6:.1f}M -> {macs / 1e6:.1f}M, params {params / 1e6:.2f}M")
         recover(model, rnd)
@@ -169,6 +172,6 @@ def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressCo
 
     example = ctx.pre.model_input(ctx.train.x[:1])
     info = prune_channels_(model, cfg, example, calib, recover_round, loss_batches, log=ctx.log,
-                           ignored=ctx.adapter.spared_modules(model))
+                           ignored=ctx.adapter.spared_modules(model), device=ctx.device)
     edits = arch_edits(ctx.fresh_model(), model)
     return ModelState(model=model, arch_edits=edits, notes={**state.notes, "prune_channels": info})

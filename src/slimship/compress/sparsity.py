@@ -90,11 +90,16 @@ def _nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 def apply_masks_(layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    """Zero the weights outside ``masks``. A mask on another device than its weight is moved there once (the
+    entry in ``masks`` is replaced), so masks follow a model that trains on a GPU."""
     import torch
 
     with torch.no_grad():
         for n, mask in masks.items():
-            layers[n].weight.mul_(mask)
+            w = layers[n].weight
+            if mask.device != w.device:
+                masks[n] = mask = mask.to(w.device)
+            w.mul_(mask)
 
 
 def weight_masks(model: nn.Module) -> dict[str, torch.Tensor]:

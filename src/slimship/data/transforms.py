@@ -139,8 +139,8 @@ def to_model_input(batch, pre: ImagePreprocessing):
     x = batch.float().div_(255.0)
     if x.shape[1] == 1 and pre.model_channels == 3:
         x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(pre.mean, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(pre.std, dtype=x.dtype).view(1, -1, 1, 1)
+    mean = torch.tensor(pre.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(pre.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
 
 
@@ -155,14 +155,13 @@ def to_model_input_np(batch: np.ndarray, pre: ImagePreprocessing) -> np.ndarray:
 
 
 def augment(batch, generator, hflip: bool = True, shift: int = 0):
-    """Random horizontal flip and random translation (zero-filled) of a uint8 batch [B,C,H,W]."""
+    """Random horizontal flip and random translation (zero-filled) of a uint8 batch [B,C,H,W], on the batch's
+    device (the random draws come from ``generator``, a CPU generator, so they do not depend on the device)."""
     import torch
 
     if hflip:
-        flip = torch.rand(batch.shape[0], generator=generator) < 0.5
-        if flip.any():
-            batch = batch.clone()
-            batch[flip] = batch[flip].flip(-1)
+        flip = (torch.rand(batch.shape[0], generator=generator) < 0.5).to(batch.device)
+        batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
     if shift > 0:
         b, c, h, w = batch.shape
         padded = torch.nn.functional.pad(batch, (shift, shift, shift, shift))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -11,7 +13,31 @@ from torch import nn
 from slimship.models.onnx_fold import fold_pads_into_convs
 
 
+_RECENT: OrderedDict[str, bytes] = OrderedDict()  # the last few exports, by what went in (a run exports its dense
+# model for int8 calibration and again for its package: the second is this lookup)
+
+
+def _export_key(model: nn.Module, *args) -> str:
+    h = hashlib.sha256(repr((type(model).__qualname__, str(model), args)).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def export_onnx(model: nn.Module, image_size: int, channels: int = 3, opset: int = 17, fold_bn: bool = True) -> bytes:
+    """See :func:`_export` (the result of an identical export earlier in the process is reused)."""
+    key = _export_key(model, image_size, channels, opset, fold_bn)
+    if key not in _RECENT:
+        _RECENT[key] = _export(model, image_size, channels, opset, fold_bn)
+        while len(_RECENT) > 4:
+            _RECENT.popitem(last=False)
+    _RECENT.move_to_end(key)
+    return _RECENT[key]
+
+
+def _export(model: nn.Module, image_size: int, channels: int = 3, opset: int = 17, fold_bn: bool = True) -> bytes:
     """Return the ONNX bytes of ``model`` in eval mode for inputs [B, channels, image_size, image_size].
 
     ``fold_bn=False`` keeps BatchNormalization nodes and the weights exactly as in the PyTorch model (named

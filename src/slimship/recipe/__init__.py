@@ -146,6 +146,17 @@ class EvaluateSection(_Strict):
     latency_runs: int = Field(30, ge=3)
 
 
+class DeviceSection(_Strict):
+    """Where training runs (``slimship run --device`` overrides ``type``); docs/distributed.md."""
+
+    type: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees a GPU, else the CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    batch_scale: int = Field(1, ge=1, le=64, description="every training batch times this, learning rates times its "
+                                                         "square root")
+    compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off", description="torch.compile the training forward (reduce-overhead: CUDA graphs); off unless measured faster")
+
+
 class Recipe(_Strict):
     version: int = RECIPE_VERSION
     name: str = "run"
@@ -155,6 +166,7 @@ class Recipe(_Strict):
     transfer: TransferSection = TransferSection()
     compress: CompressSection = CompressSection()
     evaluate: EvaluateSection = EvaluateSection()
+    device: DeviceSection = DeviceSection()
 
     @model_validator(mode="after")
     def _version(self):

@@ -45,6 +45,9 @@ class DeltaMasks:
         params = dict(model.named_parameters())
         for name, mask in self.masks.items():
             p = params[name]
+            if mask.device != p.device:  # the model trains on a GPU: masks and base values follow it, once
+                self.masks[name] = mask = mask.to(p.device)
+                self.base[name] = self.base[name].to(p.device)
             p.copy_(torch.where(mask, p, self.base[name]))
 
 
@@ -98,9 +101,10 @@ def sparsify_delta_(model: nn.Module, base_state: dict[str, torch.Tensor], densi
     params = dict(model.named_parameters())
     out = {}
     for name, b in base.items():
+        base[name] = b = b.to(params[name].device)  # follows a model that trains on a GPU
         d = (params[name] - b).abs().flatten()
         if masks is not None:
-            d = d * masks.masks[name].flatten()
+            d = d * masks.masks[name].to(d.device).flatten()
         k = max(1, int(round((per[name] if per is not None else density) * d.numel())))
         if k >= d.numel():
             mask = torch.ones_like(d, dtype=torch.bool)

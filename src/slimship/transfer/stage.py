@@ -77,7 +77,7 @@ def _train_config(t, *, budget, lr, bn, seed, freeze_stages=0, gradual=False, la
 def _notes(r) -> tuple[dict, float]:
     """(notes, seconds) of a :class:`~slimship.transfer.trainer.TrainResult`, as the stage cache keeps them."""
     return {"history": r.history, "steps": r.steps, "epochs": round(r.epochs, 3),
-            "images_per_second": round(r.images_per_second, 1)}, r.seconds
+            "images_per_second": round(r.images_per_second, 1), "device": r.device}, r.seconds
 
 
 def _ran(notes: dict) -> str:
@@ -158,13 +158,15 @@ def _probe(inp: TransferInputs) -> TrainedModel:
         f_va = extract_features(inp.adapter, model, d.val.x, inp.pre, task=task, device=inp.device)
         task.done()
         head = inp.adapter.classifier(model)
-        w, b, info = fit_linear_head(f_tr, d.train.y, f_va, d.val.y, head.out_features)
+        w, b, info = fit_linear_head(f_tr, d.train.y, f_va, d.val.y, head.out_features, device=inp.device)
         set_head_(head, w, b)
         info["seconds"] = time.perf_counter() - t0
+        info["device"] = inp.device.describe()
         inp.cache.save(key, {"notes": info}, model)
     inp.reporter.log(f"probe: val {info['val_accuracy']:.4f} (L2 {info['l2']}, {info['seconds']:.0f} s)")
     return TrainedModel("probe", "probe", model.eval(), key, info["seconds"],
-                        {"l2": info["l2"], "val_accuracy": info["val_accuracy"]})
+                        {"l2": info["l2"], "val_accuracy": info["val_accuracy"],
+                         **({"device": info["device"]} if "device" in info else {})})
 
 
 def _finetune(inp: TransferInputs, probe: TrainedModel, tdict: dict) -> TrainedModel:
@@ -198,7 +200,7 @@ def _delta(inp: TransferInputs, finetuned: TrainedModel) -> TrainedModel:
                                       cfg, allocation=dt.allocation, dense_depthwise=dt.dense_depthwise,
                                       progress=inp.reporter, device=inp.device)
         return {"history": r.history, "steps": r.steps, "epochs": round(r.epochs, 3), "density": dt.density,
-                "kept": masks.kept, "of": masks.total}, r.seconds
+                "kept": masks.kept, "of": masks.total, "device": r.device}, r.seconds
 
     notes, secs = _cached(inp.cache, key, model, run, "delta", inp.reporter.log)
     inp.reporter.log(f"delta {dt.density:g}: val {_best_val(notes):.4f} ({notes['kept']:,} of {notes['of']:,} "

@@ -1,8 +1,11 @@
 """The one training loop: fine-tune, partial fine-tune, gradual unfreezing, scratch, distilled recovery, QAT.
 
 Every trainer in slimship is this loop with a different :class:`TrainConfig`. Where it runs and in which
-precision comes from one :class:`~slimship.core.device.Device`, decided once per run; which parameters form
-the layer groups (freezing, LR decay) comes from the model's adapter. The budget is epochs or
+precision, memory layout and with which other processes (torch.distributed) comes from one
+:class:`~slimship.core.device.Device`, decided once per run; which parameters form the layer groups
+(freezing, LR decay) comes from the model's adapter. On the device the stored uint8 examples stay resident when
+they fit, and augmentation and normalisation run there; a batch grows with ``Device.batch_scale`` and the
+learning rate with its square root. The budget is epochs or
 wall-clock seconds; the learning-rate schedule follows *progress* (the larger of step and time fraction),
 so a seconds budget gets a full warm-up/cosine schedule too. The best state on the validation split is kept.
 """
@@ -71,29 +74,50 @@ class TrainResult:
     best_val_accuracy: float
     steps: int
     seconds: float
-    images_per_second: float
+    images_per_second: float  # all processes together
     history: list[dict] = field(default_factory=list)
     epochs: float = 0.0  # passes over the training split actually made (images seen / training images)
+    device: dict = field(default_factory=dict)  # where it trained (Device.describe())
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, pre: Preprocessing, batch_size: int = 256,
+def predict_logits(model: nn.Module, x: torch.Tensor, pre: Preprocessing, batch_size: int | None = None,
                    device: Device = CPU) -> torch.Tensor:
-    """Logits (float32, on the CPU) of stored examples ``x``, in eval mode."""
+    """Logits (float32, on the CPU) of stored examples ``x``, in eval mode, computed on ``device`` (this process
+    alone: see :func:`accuracy` for the sharded count)."""
+    bs = batch_size or device.eval_batch
     was = model.training
-    model.eval()
     out = []
-    for i in range(0, len(x), batch_size):
-        with device.autocast():
-            out.append(model(device.put(pre.model_input(x[i : i + batch_size]))).float().cpu())
+    with device.holding(model):
+        model.eval()
+        for i in range(0, len(x), bs):
+            with device.autocast():
+                out.append(model(device.layout(pre.model_input(device.put(x[i : i + bs])))).float().cpu())
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0)
 
 
+@torch.no_grad()
 def accuracy(model: nn.Module, data: Examples, pre: Preprocessing, device: Device = CPU) -> float:
+    """Top-1 accuracy on ``data``. Under torch.distributed every process counts its share of ``data`` and the
+    counts are all-reduced, so all processes get the same figure (call it on all of them)."""
     if len(data) == 0:
         return float("nan")
-    return (predict_logits(model, data.x, pre, device=device).argmax(1) == data.y).float().mean().item()
+    part = device.world.shard(len(data))
+    x, y = data.x[part], data.y[part]
+    correct = torch.zeros((), dtype=torch.int64)
+    if len(y):
+        bs = device.eval_batch
+        was = model.training
+        with device.holding(model):
+            model.eval()
+            for i in range(0, len(y), bs):
+                with device.autocast():
+                    logits = model(device.layout(pre.model_input(device.put(x[i : i + bs]))))
+                correct = correct + (logits.argmax(1) == device.put(y[i : i + bs])).sum().cpu()
+        model.train(was)
+    counts = device.world.all_reduce_(torch.tensor([float(correct), len(y)], dtype=torch.float64))
+    return float(counts[0] / counts[1])
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig, groups: list[list[str]]) -> list[dict]:
@@ -118,6 +142,64 @@ def _lr_at(progress: float, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+class EpochShards:
+    """Which training examples each step takes, as ``torch.utils.data.DistributedSampler`` shards them: every
+    epoch is a permutation drawn from ``seed + epoch`` (``set_epoch``), and process ``r`` of ``W`` takes every
+    W-th example of it. A step's global batch is ``B`` consecutive examples of the permutation; process ``r``
+    takes ``batch[r::W]``, which is exactly its sampler shard's next ``B / W`` examples. So the processes
+    together see the batches a single process sees, and DDP's averaged gradient is the single-process one.
+    """
+
+    def __init__(self, n: int, world, seed: int):
+        self.n, self.world, self.seed, self.perm = n, world, seed, None
+
+    def set_epoch(self, epoch: int, device=None) -> None:
+        """Draw epoch ``epoch``'s permutation (kept on ``device``: where the examples are)."""
+        g = torch.Generator().manual_seed(self.seed + epoch)  # as DistributedSampler draws it
+        self.perm = torch.randperm(self.n, generator=g).to(device or "cpu")
+
+    def batch(self, k: int, size: int) -> torch.Tensor:
+        """The ``k``-th global batch of the epoch (indices); :meth:`mine` picks this process's share of rows."""
+        return self.perm[k * size : (k + 1) * size]
+
+    def mine(self, rows):
+        return rows[self.world.rank :: self.world.size] if self.world.distributed else rows
+
+
+class _Net:
+    """The module the training step calls: the model itself, under DDP when the run has several processes, and
+    compiled when the device asks. Rebuilt when the set of trainable parameters changes (DDP registers its
+    gradient hooks for the parameters that train when it is built)."""
+
+    def __init__(self, model: nn.Module, device: Device, bn: str):
+        self.model, self.device, self.bn = model, device, bn
+        self.trainable: tuple | None = None
+        self.net: nn.Module = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        now = tuple(p.requires_grad for p in self.model.parameters())
+        if now != self.trainable:
+            self.trainable, self.net = now, self._build()
+        return self.net(x)
+
+    def _build(self) -> nn.Module:
+        net: nn.Module = self.model
+        d = self.device
+        if d.world.distributed:
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # frozen BatchNorm statistics never change: no need to send rank 0's buffers before every forward
+            sync = self.bn == "train"
+            newer = "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters  # torch >= 2.14
+            net = DDP(net, device_ids=[d.index] if d.type == "cuda" else None,
+                      **({"forward_sync_buffers": sync} if newer else {"broadcast_buffers": sync}))
+        if d.compile != "off":
+            net = torch.compile(net, mode=None if d.compile == "default" else d.compile)
+        return net
+
+
 def train(
     model: nn.Module,
     train_data: Examples,
@@ -132,30 +214,37 @@ def train(
     desc: str = "train",
     device: Device = CPU,
 ) -> TrainResult:
-    """Train ``model`` in place and leave it at its best validation state (on the CPU).
+    """Train ``model`` in place and leave it at its best validation state, where it was (the CPU).
 
     Args:
-        train_data/val_data: stored examples (``pre`` turns a batch into model input).
+        train_data/val_data: stored examples (``pre`` turns a batch into model input, on the device).
         groups: parameter names from input to output, the classifier last (the adapter's ``layer_groups``);
             needed for ``freeze_stages``, ``gradual_unfreeze`` and ``layer_decay``. None: one group.
         teacher: distil from it when ``cfg.kd_alpha > 0`` (soft targets at ``cfg.kd_temperature``).
         after_step: called as ``after_step(model, progress)`` after each optimizer step (pruning schedules,
-            masks); must keep the model trainable.
+            masks), with the model on the device; must keep the model trainable.
         progress: a slimship progress reporter (``.task(desc, total)`` → ``.advance(n)``), or None.
-        device: where to train and in which precision (the run's one :class:`Device`).
+        device: where to train, in which precision and layout, with which other processes (the run's one
+            :class:`Device`). Under torch.distributed every process calls this with the same arguments; each
+            takes its shard of every global batch (:class:`EpochShards`), gradients are averaged by DDP,
+            validation counts are all-reduced and a seconds budget ends for all at once.
     """
     if cfg.epochs is None and cfg.seconds is None:
         raise ValueError("TrainConfig needs epochs or seconds")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     if groups is None:
         if cfg.freeze_stages or cfg.gradual_unfreeze or cfg.layer_decay:
             raise ValueError("freeze_stages, gradual_unfreeze and layer_decay need the model's layer groups")
         groups = [[n for n, _ in model.named_parameters()]]
-    train_x, train_y = train_data.x, train_data.y
-    model = device.put(model)
-    if teacher is not None:
-        teacher = device.put(teacher)
+    with device.holding(model, teacher):
+        return _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device)
+
+
+def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device) -> TrainResult:
+    world = device.world
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # augmentation draws: the same on every process
+    train_x, train_y = device.stage(train_data.x), device.stage(train_data.y)
+    val_data = Examples(device.stage(val_data.x), device.stage(val_data.y))
 
     def set_trainable(first: int) -> None:
         set_trainable_(model, groups, first)
@@ -164,9 +253,11 @@ def train(
                 p.requires_grad_(False)
 
     set_trainable(cfg.freeze_stages)
-    opt = torch.optim.AdamW(_param_groups(model, cfg, groups), lr=cfg.lr)
-    n = len(train_x)
-    bs = min(cfg.batch_size, n)
+    n = len(train_y)
+    bs, lr_scale = device.scaled_batch(cfg.batch_size, n)
+    opt = torch.optim.AdamW(_param_groups(model, cfg, groups), lr=cfg.lr * lr_scale, fused=device.type == "cuda")
+    net = _Net(model, device, cfg.bn)
+    shards = EpochShards(n, world, cfg.seed)
     steps_per_epoch = max(1, n // bs)
     total_steps = math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else None
     eval_points = sorted({cfg.eval_from + (1 - cfg.eval_from) * (i + 1) / cfg.evals for i in range(cfg.evals)})
@@ -181,6 +272,8 @@ def train(
     next_eval = 0
     while True:
         elapsed = time.perf_counter() - start
+        if cfg.seconds and world.distributed:
+            elapsed = world.max(elapsed)  # every process must see the budget end at the same step
         p_steps = step / total_steps if total_steps else 0.0
         p_time = elapsed / cfg.seconds if cfg.seconds else 0.0
         prog = min(1.0, max(p_steps, p_time))
@@ -201,15 +294,19 @@ def train(
         if cfg.bn == "frozen":
             bn_eval_(model)
         if step % steps_per_epoch == 0:
-            perm = torch.randperm(n, generator=gen)
-        idx = perm[(step % steps_per_epoch) * bs : (step % steps_per_epoch + 1) * bs]
-        xb = device.put(pre.model_input(pre.augment(train_x[idx], gen, cfg.hflip, cfg.shift)))
-        yb = device.put(train_y[idx])
-        lr = _lr_at(prog, cfg)
+            shards.set_epoch(step // steps_per_epoch, train_x.device)
+        idx = shards.batch(step % steps_per_epoch, bs)
+        # uint8 rows move (when the data is not on the device already); augmentation and normalisation run
+        # there. Every process augments the whole global batch (cheap next to the network) with the same draws
+        # and keeps its share, so a distributed run sees exactly the images a single process would.
+        xb = device.layout(pre.model_input(shards.mine(pre.augment(device.put(train_x[idx]), gen, cfg.hflip,
+                                                                   cfg.shift))))
+        yb = device.put(shards.mine(train_y[idx]))
+        lr = _lr_at(prog, cfg) * lr_scale
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
         with device.autocast():
-            logits = model(xb).float()
+            logits = net(xb).float()
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
             if teacher is not None and cfg.kd_alpha > 0:
                 with torch.no_grad():
@@ -224,7 +321,7 @@ def train(
         if after_step is not None:
             after_step(model, prog)
         step += 1
-        seen += len(idx)
+        seen += bs
         if task is not None:
             pct = int(prog * 100)
             if pct > pct_reported:
@@ -238,4 +335,5 @@ def train(
     secs = time.perf_counter() - start
     if task is not None:
         task.done()
-    return TrainResult(best_acc, step, secs, seen / max(secs, 1e-9), history, epochs=seen / max(n, 1))
+    return TrainResult(best_acc, step, secs, seen / max(secs, 1e-9), history, epochs=seen / max(n, 1),
+                       device=device.describe())

@@ -54,7 +54,8 @@ class QDQGraphModule(nn.Module):
         self.nodes = list(g.node)
         self.weights = nn.ParameterDict()  # one per int8/int32 initializer behind a DequantizeLinear
         self._wq: dict[str, tuple[str, torch.Tensor, int, int, str]] = {}  # dq output -> (param, scale, lo, hi, kind)
-        self._consts: dict[str, torch.Tensor] = {}
+        self.consts = nn.Module()  # float initializers as buffers, so they follow the module to a device
+        self._const_ix: dict[str, str] = {}
         for i, node in enumerate(self.nodes):
             if node.op_type == "DequantizeLinear" and node.input[0] in self.inits:
                 q = self.inits[node.input[0]]
@@ -81,14 +82,16 @@ class QDQGraphModule(nn.Module):
                 self._wq[node.output[0]] = (pname, s, lo, hi, kind)
         for name, v in self.inits.items():
             if v.dtype.kind == "f":
-                self._consts[name] = torch.from_numpy(v.astype(np.float32))
+                self._const_ix[name] = f"c{len(self._const_ix)}"
+                self.consts.register_buffer(self._const_ix[name], torch.from_numpy(v.astype(np.float32)),
+                                            persistent=False)
 
     # ---- simulation ---------------------------------------------------------------------------------------
     def _const(self, name: str) -> torch.Tensor | None:
         if not name:
             return None
-        if name in self._consts:
-            return self._consts[name]
+        if name in self._const_ix:
+            return getattr(self.consts, self._const_ix[name])
         if name in self.inits:
             return torch.from_numpy(np.asarray(self.inits[name]))
         return None
@@ -157,8 +160,10 @@ class QDQGraphModule(nn.Module):
             elif op == "Relu":
                 env[out] = F.relu(get(ins[0]))
             elif op == "Clip":
-                lo, hi = get(ins[1]) if len(ins) > 1 else None, get(ins[2]) if len(ins) > 2 else None
-                env[out] = torch.clamp(get(ins[0]), None if lo is None else float(lo), None if hi is None else float(hi))
+                # bounds read from the initializers (host numbers): no device round trip on every forward
+                lo, hi = (float(self.inits[n]) if n in self.inits else (float(get(n)) if get(n) is not None else None)
+                          for n in (ins[1] if len(ins) > 1 else "", ins[2] if len(ins) > 2 else ""))
+                env[out] = torch.clamp(get(ins[0]), lo, hi)
             elif op == "Sigmoid":
                 env[out] = torch.sigmoid(get(ins[0]))
             elif op == "HardSigmoid":
