@@ -29,10 +29,12 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     from slimship.compress import CompressContext
     from slimship.compress.pipeline import compress
     from slimship.core.device import resolve_device
+    from slimship.core.runtime import runtimes_to_measure
     from slimship.data.task import load_task_data, prepare_task_data
     from slimship.models.kinds import adapter_for
     from slimship.transfer import TransferInputs, transfer
 
+    runtimes_to_measure(recipe.evaluate.runtimes)  # a runtime the recipe asks for but is missing: fail before training
     out = _output_folder(out, fresh)
     rep = Reporter(out / "run.log", quiet=quiet)
     t_start = time.perf_counter()
@@ -86,6 +88,7 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
                          rep) -> dict:
     """Prepare every model's package, measure the exact graph it holds, write it once, choose the winner; return
     the run's metrics (without timings)."""
+    from slimship.core.runtime import runtimes_to_measure
     from slimship.evaluate.decision import select_winner
     from slimship.evaluate.measure import EvalSet, measure_latency, measure_model
     from slimship.package import stage as package
@@ -95,17 +98,19 @@ def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict,
                                   recipe.transfer.delta.value_bits if recipe.transfer.delta else 8)
     pctx.folder.mkdir(exist_ok=True)
     val, test, example = EvalSet.of(data.val, pre), EvalSet.of(data.test, pre), adapter.example_input(1)
-    prepared, measured = [], []
+    prepared, measured, runtimes = [], [], runtimes_to_measure(ev.runtimes)
     for m in models:
         rep.log(f"measuring {m.name}")
         prepared.append(package.prepare(m, pctx))
         measured.append(measure_model(
             name=m.name, kind=m.kind, graph=prepared[-1].graph, model=m.model, example_input=example, val=val,
-            test=test, compressed=m.compressed, pytorch_batch_sizes=ev.batch_sizes if m.name == reference else None,
-            runs=ev.latency_runs, extra={"train_seconds": round(m.seconds, 1), "notes": m.notes}))
-    rep.log(f"latency: {len(measured)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}")
+            test=test, compressed=m.compressed, runtimes=runtimes, runs=ev.latency_runs,
+            pytorch_batch_sizes=ev.batch_sizes if m.name == reference else None,
+            extra={"train_seconds": round(m.seconds, 1), "notes": m.notes}))
+    rep.log(f"latency: {len(measured)} deploy graphs in {', '.join(runtimes)}, interleaved, batch sizes {ev.batch_sizes}")
     measure_latency(measured, {p.source.name: p.graph for p in prepared}, example, batch_sizes=ev.batch_sizes,
                     runs=ev.latency_runs)
+    rep.log("fastest runtime (ships for it): " + ", ".join(f"{m.name} {m.runtime}" for m in measured))
     for p, m in zip(prepared, measured):
         path, m.size_bytes = package.write(p, pctx, m.to_dict())
         m.package = str(path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -42,29 +42,39 @@ def torch_latency(model, example_input, batch_sizes=(1, 64), runs: int = 30) -> 
 
 def interleaved_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
                         runs: int = 30, rounds: int = 5, runtime: str = "onnxruntime") -> dict[str, dict[str, float]]:
-    """Latency medians of several deploy graphs measured *interleaved*: every round times each graph in turn.
+    """Latency medians of several deploy graphs in one runtime, measured interleaved
+    (:func:`interleaved_session_latency`)."""
+    from slimship.core.runtime import session
+
+    return interleaved_session_latency({name: session(g, runtime) for name, g in graphs.items()}, input_shape,
+                                       batch_sizes, runs=runs, rounds=rounds)
+
+
+def interleaved_session_latency(sessions: dict[Hashable, Callable[[np.ndarray], object]], input_shape: tuple[int, ...],
+                                batch_sizes=(1, 64), runs: int = 30, rounds: int = 5) -> dict[Hashable, dict[str, float]]:
+    """Latency medians of several sessions (any runtimes, keyed as the caller likes) measured *interleaved*: every
+    round times each session in turn.
 
     Timing one model after another lets machine drift (frequency, other processes) land on whichever model
     happened to run at the time; at ~1 ms per batch-1 call that noise was ±40 % between two identical graphs.
-    Round-robin spreads it over all of them. Each (graph, batch size) gets ``runs`` calls per round at batch 1
-    (a third of that at larger batches), after a warm-up; the figure is the median over all rounds.
+    Round-robin spreads it over all of them. Each (session, batch size) gets ``runs`` calls per round at batch 1
+    (a third of that at larger batches), after a warm-up; the figure is the median over all rounds. All sessions
+    stay alive meanwhile, so a runtime whose idle threads spin would slow the others down: the runtimes here are
+    set up not to (core/runtime.py).
     """
-    from slimship.core.runtime import session
-
-    sessions = {name: session(g, runtime) for name, g in graphs.items()}
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batch_sizes}
-    times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in sessions for b in batch_sizes}
-    for name, sess in sessions.items():  # warm-up
+    times: dict[tuple[Hashable, int], list[float]] = {(k, b): [] for k in sessions for b in batch_sizes}
+    for sess in sessions.values():  # warm-up
         for b in batch_sizes:
             for _ in range(3):
                 sess(inputs[b])
     for _ in range(rounds):
-        for name, sess in sessions.items():
+        for key, sess in sessions.items():
             for b in batch_sizes:
                 x = inputs[b]
                 for _ in range(runs if b == 1 else max(3, runs // 3)):
                     t0 = time.perf_counter()
                     sess(x)
-                    times[(name, b)].append((time.perf_counter() - t0) * 1000)
-    return {n: {f"batch{b}": round(statistics.median(times[(n, b)]), 4) for b in batch_sizes} for n in sessions}
+                    times[(key, b)].append((time.perf_counter() - t0) * 1000)
+    return {k: {f"batch{b}": round(statistics.median(times[(k, b)]), 4) for b in batch_sizes} for k in sessions}
