@@ -1,8 +1,9 @@
 """Pack a model into a .slim file and load it back for inference — without the training code path.
 
-A package holds the deploy graph (``model.onnx``, run by ONNX Runtime) and a manifest with everything needed
-to use it: class names, preprocessing, the recipe that made it and its measured metrics. Loading verifies
-every hash (see docs/package-format.md) and never unpickles or evaluates anything from the file.
+A package holds the deploy graph (``model.onnx``) and a manifest with everything needed to use it: class names,
+preprocessing, the runtime it was judged fastest in (``model.runtime``), the recipe that made it and its measured
+metrics. Loading verifies every hash (see docs/package-format.md) and never unpickles or evaluates anything from
+the file; the graph then runs in the recorded runtime when that one is installed, else in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimship import __version__
+from slimship._version import __version__
 from slimship.core.preprocessing import Preprocessing, preprocessing_from_dict
 from slimship.core.errors import PackageError
 from slimship.package.deploy import ONNX_PART, DeployParts, deploy_parts, graph_from_parts
@@ -34,12 +35,14 @@ def pack(
     card: str = "",
     extra_parts: dict[str, bytes] | None = None,
     encode_weights: bool = False,
+    runtime: str = "onnxruntime",
 ) -> int:
     """Write a package atomically; returns its size in bytes on disk.
 
     The deploy graph is ``deploy`` (parts already made by :func:`~slimship.package.deploy.deploy_parts`) or
     ``onnx``; with ``encode_weights`` its float weights are stored in slimship's exact compressed encoding
-    (bitmask + packed cluster indices + codebook; see weights_codec) and re-inserted on load.
+    (bitmask + packed cluster indices + codebook; see weights_codec) and re-inserted on load. ``runtime`` is the
+    runtime the graph was judged fastest in (what :func:`load_package` runs it in when installed).
     """
     if deploy is None:
         if onnx is None:
@@ -53,7 +56,7 @@ def pack(
             "num_classes": len(class_names),
             "class_names": list(class_names),
             "arch_edits": arch_edits or {},
-            "runtime": "onnxruntime",
+            "runtime": runtime,
             **deploy.model_info,
         },
         "preprocessing": preprocessing.to_dict(),
@@ -70,6 +73,7 @@ class LoadedPackage:
     class_names: list[str]
     preprocessing: Preprocessing
     onnx: bytes
+    runtime: str = "onnxruntime"  # what :attr:`session` runs the graph in
     _session: object = None
 
     @property
@@ -78,25 +82,30 @@ class LoadedPackage:
 
     @property
     def session(self):
+        """The deploy graph loaded in :attr:`runtime` (made on first use)."""
         if self._session is None:
-            from slimship.core.runtime import ort_session
+            from slimship.core.runtime import session
 
-            self._session = ort_session(self.onnx)
+            self._session = session(self.onnx, self.runtime)
         return self._session
 
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size) → logits [N,K],
         prepared and normalised exactly as in training."""
-        from slimship.core.runtime import ort_logits
+        from slimship.core.runtime import logits
 
         pre = self.preprocessing
-        outs = [ort_logits(self.session, pre.model_input_np(pre.prepare(images[i : i + 512]).numpy()), batch_size)
+        outs = [logits(self.session, pre.model_input_np(pre.prepare(images[i : i + 512]).numpy()), batch_size)
                 for i in range(0, len(images), 512)]
         return np.concatenate(outs) if outs else np.zeros((0, len(self.class_names)), np.float32)
 
 
-def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
+def load_package(path: str | Path, base: str | Path | None = None, runtime: str | None = None) -> LoadedPackage:
     """Read and fully verify a package; raise PackageError with a clear message if anything is off.
+
+    The graph runs in ``runtime`` when given (SlimshipError if it is not installed), else in the runtime the
+    package records as its fastest when that one is installed here, else in ONNX Runtime (the same ONNX graph;
+    only the speed differs).
 
     A delta package (a task stored against a base package, see docs/delta.md) is rebuilt against its base:
     ``base`` when given, else a ``*.slim`` in the same folder whose package hash is the one the delta
@@ -119,4 +128,14 @@ def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPack
         raise PackageError(f"{path} is a full package, not a delta package: it needs no base, drop --base")
     else:
         onnx = graph_from_parts(pkg.read_part, pkg.parts, str(path))
-    return LoadedPackage(pkg, names, pre, onnx)
+    return LoadedPackage(pkg, names, pre, onnx, _runtime_for(m["model"].get("runtime"), runtime))
+
+
+def _runtime_for(recorded: object, requested: str | None) -> str:
+    from slimship.core.runtime import REFERENCE_RUNTIME, RUNTIMES, resolve_runtime
+
+    if requested is not None:
+        return resolve_runtime(requested)
+    if isinstance(recorded, str) and recorded in RUNTIMES and RUNTIMES.get(recorded).available():
+        return recorded
+    return REFERENCE_RUNTIME
