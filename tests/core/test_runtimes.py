@@ -83,3 +83,24 @@ def test_without_openvino_only_onnx_runtime_is_measured(monkeypatch):
         runtimes_to_measure(["onnxruntime", "openvino"])
     with pytest.raises(SlimshipError, match="unknown runtime 'tensorrt'"):
         runtimes_to_measure(["tensorrt"])
+
+
+def test_onnx_runtime_sessions_do_not_spin():
+    # idle spinning threads of one session steal the cores from the next one timed (REFERENCE.md pitfall)
+    opts = session(_graphs()[0], "onnxruntime").inner.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_a_recipe_asking_for_an_unknown_or_missing_runtime_fails_before_training(tmp_path, monkeypatch):
+    from slimship.api import run
+    from slimship.core.errors import RecipeError
+    from slimship.recipe import parse_recipe
+    from tests.conftest import tiny_recipe
+
+    with pytest.raises(RecipeError, match=r"evaluate: .*unknown runtime\(s\) \['openvno'\]"):
+        parse_recipe(tiny_recipe("x.npz", evaluate={"runtimes": ["openvno"]}))
+    recipe = parse_recipe(tiny_recipe(str(tmp_path / "missing.npz"), evaluate={"runtimes": ["openvino"]}))
+    _hide_openvino(monkeypatch)
+    with pytest.raises(SlimshipError, match="'openvino' is not installed"):
+        run(recipe, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
