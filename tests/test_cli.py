@@ -14,6 +14,8 @@ import yaml
 from PIL import Image
 
 from slimship.cli.main import main
+from slimship.core.runtime import available_runtimes
+from slimship.package.format import read_package
 from tests.conftest import make_images, tiny_recipe
 
 
@@ -58,11 +60,17 @@ def test_run_writes_complete_outputs(finished_run):
         assert 0 <= e["accuracy"] <= 1
         assert e["size_bytes"] == os.path.getsize(e["package"])
         assert e["params"] >= e["nonzero_params"] > 0 and e["macs"] > 0
-        assert set(e["latency_ms"]) == {"batch1", "batch64"} and e["runtime"] == "onnxruntime"
+        # measured in every installed runtime; ships (and is recorded) in the one it was fastest in
+        assert list(e["runtimes"]) == available_runtimes() and e["runtime"] in e["runtimes"]
+        assert all(set(f["latency_ms"]) == {"batch1", "batch64"} for f in e["runtimes"].values())
+        assert e["latency_ms"] == e["runtimes"][e["runtime"]]["latency_ms"]
+        assert read_package(e["package"]).manifest["model"]["runtime"] == e["runtime"]
     assert by["finetuned"]["accuracy"] > 0.6  # learnable task
     assert by["int8"]["size_bytes"] < by["finetuned"]["size_bytes"] / 2.5 and by["int8"]["compressed"]
     assert by["pruned"]["macs"] < by["finetuned"]["macs"]
-    assert m["selected"] in by and "| model |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert m["selected"] in by and "| model |" in report and "## Every model in every runtime" in report
+    assert all(f"| {rt} |" in report for rt in available_runtimes())
     # evaluation that carries its conditions, the decision with its uncertainty, epochs actually run
     assert m["conditions"]["machine"]["cpu"] and m["conditions"]["latency"]["batch_sizes"] == [1, 64]
     assert m["reference_choice"]["reference"] == m["reference"] and m["decision"]["shipped"] == m["selected"]

@@ -7,9 +7,8 @@ Importing this package stays cheap (no torch): the public functions below are lo
     slimship.predict("model.slim", ["photo.png"])   # -> [{"image": "photo.png", "top": [...]}]
 """
 
-__version__ = "0.1.0"
-
-from slimship.core.errors import SlimshipError  # noqa: E402
+from slimship._version import __version__
+from slimship.core.errors import SlimshipError
 
 # Public name -> the module that defines it; resolved by __getattr__ so that `import slimship` imports none of them.
 _LAZY = {

@@ -31,7 +31,7 @@ PackageRef = Union[str, Path, "LoadedPackage"]
 
 
 def load(path: str | Path, base: str | Path | None = None,
-         key: str | Path | Sequence[str | Path] | None = None) -> LoadedPackage:
+         key: str | Path | Sequence[str | Path] | None = None, runtime: str | None = None) -> LoadedPackage:
     """Read a package and verify every hash (and, with ``key``, its signature), ready to classify.
 
     Args:
@@ -41,6 +41,8 @@ def load(path: str | Path, base: str | Path | None = None,
         key: a trusted Ed25519 public key file (or several): the package must carry a valid signature by one
             of them (``slimship sign``; docs/package-format.md, "Signatures"). A delta package's own signature is
             checked; its base is pinned by the hash the signed delta records.
+        runtime: run the graph in this runtime (``slimship list``); by default the runtime the package records as
+            its fastest when it is installed here, else ONNX Runtime (the same graph; only the speed differs).
 
     Returns:
         :class:`slimship.package.pack.LoadedPackage` (``class_names``, ``preprocessing``, ``manifest``,
@@ -56,7 +58,7 @@ def load(path: str | Path, base: str | Path | None = None,
     from slimship.package.pack import load_package
 
     trusted = _trusted_keys(key)  # read first: a bad key file fails before the package is decoded
-    pkg = load_package(path, base=base)
+    pkg = load_package(path, base=base, runtime=runtime)
     if trusted:
         from slimship.package.sign import check_signature
 
@@ -73,7 +75,8 @@ def _trusted_keys(key):
     return [load_public_key(k) for k in keys]
 
 
-def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | None = None) -> dict:
+def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | None = None,
+                     runtime: str | None = None) -> dict:
     """Top-1 accuracy of a package on labelled data, with the package's own runtime and preprocessing.
 
     Args:
@@ -82,6 +85,7 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
             with its own test split contributes that split, else all its images. Classes are matched to the
             package's by name where the source names them.
         base: the base package of a delta package given by path (see :func:`load`).
+        runtime: for a package given by path, the runtime to run it in (see :func:`load`).
 
     Returns:
         ``{"package", "data", "images", "accuracy", "recorded_accuracy", "seconds", "runtime"}``: ``accuracy``
@@ -95,7 +99,7 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
     """
     from slimship.data import load_eval_split
 
-    pkg = _loaded(package, base)
+    pkg = _loaded(package, base, runtime)
     split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None)
     t0 = time.perf_counter()
     logits = pkg.logits(split.images)
@@ -103,7 +107,7 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
     acc = float((logits.argmax(1) == split.labels).mean()) if len(split) else float("nan")
     return {"package": _name(package), "data": str(data), "images": len(split), "accuracy": acc,
             "recorded_accuracy": pkg.manifest.get("metrics", {}).get("accuracy"),
-            "seconds": round(secs, 3), "runtime": "onnxruntime"}
+            "seconds": round(secs, 3), "runtime": pkg.runtime}
 
 
 def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top: int = 3,
@@ -179,14 +183,15 @@ def inspect_package(path: str | Path, layers: bool = False) -> dict:
     return info
 
 
-def _loaded(package: PackageRef, base: str | Path | None) -> LoadedPackage:
+def _loaded(package: PackageRef, base: str | Path | None, runtime: str | None = None) -> LoadedPackage:
     from slimship.package.pack import LoadedPackage
 
     if isinstance(package, LoadedPackage):
-        if base is not None:
-            raise ValueError("base applies to a package given by path; this one is loaded already (pass base to load)")
+        if base is not None or runtime is not None:
+            raise ValueError("base and runtime apply to a package given by path; this one is loaded already "
+                             "(pass them to load)")
         return package
-    return load(package, base)
+    return load(package, base, runtime=runtime)
 
 
 def _name(package: PackageRef) -> str:

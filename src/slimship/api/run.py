@@ -33,7 +33,9 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     import torch
 
     from slimship.compress.pipeline import compress
+    from slimship.core.runtime import runtimes_to_measure
 
+    runtimes_to_measure(recipe.evaluate.runtimes)  # a runtime the recipe asks for but is missing: fail before training
     t_start = time.perf_counter()
     dev = run_device(recipe, device)
     out, world = output_folder(out, fresh, dev.world), dev.world
@@ -175,18 +177,19 @@ def package_context(st: Stages, folder: Path):
 def measure_prepared(models: list, reference: str, st: Stages, pctx) -> tuple[list, list]:
     """Prepare every model's package and measure the exact graph it holds (accuracy, size, compute; latency is
     measured afterwards for all graphs at once). Returns (prepared, measurements), in the order of ``models``."""
+    from slimship.core.runtime import runtimes_to_measure
     from slimship.evaluate.measure import EvalSet, measure_model
     from slimship.package import stage as package
 
     ev = st.recipe.evaluate
     val, test, example = EvalSet.of(st.data.val, st.pre), EvalSet.of(st.data.test, st.pre), st.adapter.example_input(1)
-    prepared, measured = [], []
+    prepared, measured, runtimes = [], [], runtimes_to_measure(ev.runtimes)
     for m in models:
         st.rep.log(f"measuring {m.name}")
         prepared.append(package.prepare(m, pctx))
         measured.append(measure_model(
             name=m.name, kind=m.kind, graph=prepared[-1].graph, model=m.model, example_input=example, val=val,
-            test=test, compressed=m.compressed, pytorch_batch_sizes=ev.batch_sizes if m.name == reference else None,
+            test=test, compressed=m.compressed, runtimes=runtimes, pytorch_batch_sizes=ev.batch_sizes if m.name == reference else None,
             runs=ev.latency_runs, num_classes=st.data.num_classes,
             extra={"train_seconds": round(m.seconds, 1), "epochs": _epochs(m.notes), "notes": m.notes}))
     return prepared, measured
@@ -214,8 +217,11 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
     prepared, measured = measure_prepared(models, reference, st, pctx)
     val, test, example = EvalSet.of(data.val, pre), EvalSet.of(data.test, pre), st.adapter.example_input(1)
     graphs = {p.source.name: p.graph for p in prepared}
-    rep.log(f"latency: {len(measured)} deploy graphs, interleaved, batch sizes {ev.batch_sizes}; peak memory")
+    runtimes = sorted({rt for m in measured for rt in m.runtimes})
+    rep.log(f"latency: {len(measured)} deploy graphs in {', '.join(runtimes)}, interleaved, batch sizes "
+            f"{ev.batch_sizes}; peak memory")
     measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
+    rep.log("fastest runtime (ships for it): " + ", ".join(f"{m.name} {m.runtime}" for m in measured))
     measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
     write_packages(prepared, measured, pctx)
     for p, m in zip(prepared, measured):

@@ -7,15 +7,22 @@ def print_table(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from slimship.evaluate.report import COLUMNS, comparison_rows, decision_lines
+    from slimship.evaluate.report import COLUMNS, RUNTIME_COLUMNS, comparison_rows, decision_lines, runtime_rows
 
-    t = Table(title=f"slimship: {metrics['recipe']} (test accuracy, package bytes, ONNX Runtime CPU latency)")
-    for _, h in COLUMNS:
-        t.add_column(h, justify="left" if h == "model" else "right")
-    for r in comparison_rows(metrics):
-        t.add_row(*(r[k] for k, _ in COLUMNS))
     c = Console(width=max(160, Console().width))
-    c.print(t)
+    for title, cols, rows in [
+        (f"slimship: {metrics['recipe']} (test accuracy, package bytes, CPU latency in the runtime each ships for)",
+         COLUMNS, comparison_rows(metrics)),
+        ("every model in every runtime", RUNTIME_COLUMNS, runtime_rows(metrics)),
+    ]:
+        if not rows:
+            continue
+        t = Table(title=title)
+        for _, h in cols:
+            t.add_column(h, justify="left" if h in ("model", "runtime") else "right")
+        for r in rows:
+            t.add_row(*(r[k] for k, _ in cols))
+        c.print(t)
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
     sc = next((e for e in metrics["models"] if e["name"] == "scratch"), None)
     if sc:
@@ -29,4 +36,4 @@ def print_table(metrics: dict) -> None:
     win = next(e for e in metrics["models"] if e["name"] == metrics["selected"])
     c.print(f"shipped: {metrics['package']} = {win['name']}: {100 * win['accuracy']:.2f} % "
             f"({100 * (win['accuracy'] - ref['accuracy']):+.2f} vs dense), {win['size_bytes']:,} bytes "
-            f"({ref['size_bytes'] / win['size_bytes']:.2f}x smaller)")
+            f"({ref['size_bytes'] / win['size_bytes']:.2f}x smaller), runs in {win.get('runtime', 'onnxruntime')}")

@@ -1,10 +1,10 @@
 """The runtime seam: run an ONNX deploy graph and get logits, whichever engine executes it.
 
 A runtime is registered in :data:`RUNTIMES` under its name and makes :class:`Session` objects: callables from a
-float32 input batch to logits. ONNX Runtime is the built-in one. A new runtime is one module that registers
-itself here; measuring, packages and ``slimship.load`` then reach it by name. Example::
+float32 input batch to logits. ONNX Runtime is the reference runtime (always there); OpenVINO
+(:mod:`slimship.core.runtime_openvino`) is the second. A new runtime is one module whose class is registered
+here; measuring, packages and ``slimship.load`` then reach it by name. Example::
 
-    @RUNTIMES.register("myengine", help="MyEngine on the CPU")
     class MyEngine:
         name = "myengine"
 
@@ -15,23 +15,21 @@ itself here; measuring, packages and ``slimship.load`` then reach it by name. Ex
             import myengine
             net = myengine.compile(onnx, threads=threads or cpu_threads())
             return lambda batch: net.infer(batch)
+
+    RUNTIMES.add("myengine", MyEngine(), help="MyEngine on the CPU")
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Protocol
 
 import numpy as np
 
+from slimship.core.errors import SlimshipError
 from slimship.core.registry import Registry
-
-
-def cpu_threads() -> int:
-    """Threads a runtime may use: ``SLIMSHIP_THREADS`` if set, else every core."""
-    return int(os.environ.get("SLIMSHIP_THREADS", os.cpu_count() or 1))
-
+from slimship.core.runtime_openvino import OpenVino
+from slimship.core.threads import cpu_threads
 
 class Session(Protocol):
     """A loaded deploy graph: ``session(batch)`` maps float32 model inputs to float32 logits."""
@@ -48,6 +46,7 @@ class Runtime(Protocol):
 
 
 RUNTIMES: Registry[Runtime] = Registry("runtime")
+REFERENCE_RUNTIME = "onnxruntime"  # always installed; what a package falls back to
 
 
 class OrtSession:
@@ -75,15 +74,39 @@ class OnnxRuntime:
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # Idle intra-op threads otherwise spin after each call and steal the cores from whichever other session
+        # runs next (several models and runtimes share one process when a run measures them, or in a server).
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return OrtSession(ort.InferenceSession(onnx, so, providers=["CPUExecutionProvider"]))
 
 
 RUNTIMES.add("onnxruntime", OnnxRuntime(), help="ONNX Runtime, CPU execution provider (the reference runtime)")
+RUNTIMES.add("openvino", OpenVino(), help="OpenVINO CPU plugin (f32 float layers, int8 QDQ layers in int8)")
 
 
-def session(onnx: bytes, runtime: str = "onnxruntime", threads: int | None = None) -> Session:
-    """Load ``onnx`` in the named runtime (raises SlimshipError for an unknown one)."""
-    return RUNTIMES.get(runtime).session(onnx, threads)
+def available_runtimes() -> list[str]:
+    """Names of the registered runtimes installed here, the reference runtime first."""
+    return [e.name for e in RUNTIMES.list() if e.obj.available()]
+
+
+def resolve_runtime(name: str) -> str:
+    """``name`` if that runtime is registered and installed; raises SlimshipError saying what to do otherwise."""
+    rt = RUNTIMES.get(name)
+    if not rt.available():
+        raise SlimshipError(f"runtime {name!r} is not installed here: install it (for OpenVINO: "
+                            f"pip install 'slimship[openvino]') or use one of {', '.join(available_runtimes())}")
+    return name
+
+
+def runtimes_to_measure(requested: list[str] | None = None) -> list[str]:
+    """The runtimes a run measures every model in: ``requested`` (each must be installed), else every installed
+    one, the reference first."""
+    return [resolve_runtime(r) for r in requested] if requested else available_runtimes()
+
+
+def session(onnx: bytes, runtime: str = REFERENCE_RUNTIME, threads: int | None = None) -> Session:
+    """Load ``onnx`` in the named runtime (raises SlimshipError for an unknown or missing one)."""
+    return RUNTIMES.get(resolve_runtime(runtime)).session(onnx, threads)
 
 
 def ort_session(onnx_bytes: bytes, threads: int | None = None) -> OrtSession:

@@ -1,6 +1,7 @@
-"""Measure deploy graphs as shipped: accuracy in the runtime on the validation and test splits (with per-image
-predictions, per-class figures and intervals), parameters, nonzeros and MACs of the model, latency p50 / p95
-measured interleaved across all graphs of a run, and peak memory at inference.
+"""Measure deploy graphs as shipped: accuracy in every installed runtime on the validation and test splits (with
+per-image predictions, per-class figures and intervals), parameters, nonzeros and MACs of the model, latency p50 /
+p95 measured interleaved across all graphs and runtimes of a run (each model then ships for the runtime it was
+fastest in: evaluate/runtime_choice.py), and peak memory at inference.
 
 The graph measured is exactly the one its package decodes to (the package stage hands it over and checks it
 after writing), so every figure holds for the file on disk; the size is that file's, set once it is written.
@@ -15,7 +16,8 @@ import numpy as np
 
 from slimship.evaluate.classification import classification_figures, wilson_interval
 from slimship.evaluate.compute import count_macs
-from slimship.evaluate.latency import interleaved_latency_stats, torch_latency
+from slimship.evaluate.latency import interleaved_session_stats, torch_latency
+from slimship.evaluate.runtime_choice import fastest_runtime
 
 LATENCY_ROUNDS, LATENCY_WARMUP = 5, 3
 
@@ -34,7 +36,7 @@ class Measurement:
     nonzero_params: int
     macs: int
     compressed: bool
-    runtime: str = "onnxruntime"
+    runtime: str = "onnxruntime"  # the runtime it ships for; accuracy, val_accuracy and latency_ms are in it
     size_bytes: int = 0  # of the package file, once written
     package: str = ""
     latency_ms: dict = field(default_factory=dict)  # p50 per batch size
@@ -43,10 +45,14 @@ class Measurement:
     test: dict = field(default_factory=dict)  # per-class accuracy, macro-F1, confusion, interval (classification)
     val_accuracy_ci95: list = field(default_factory=list)
     pytorch_eager_latency_ms: dict | None = None
+    runtimes: dict = field(default_factory=dict)  # {runtime: {"accuracy", "val_accuracy", "latency_ms", ...}}
     extra: dict = field(default_factory=dict)  # train_seconds, notes, decision, ...
-    val_predictions: Any = None  # np.ndarray [n_val] of predicted classes
+    val_predictions: Any = None  # np.ndarray [n_val] of predicted classes, in the runtime it ships for
     val_labels: Any = None
     test_predictions: Any = None
+    test_labels: Any = None
+    by_runtime: dict = field(default_factory=dict, repr=False)  # {runtime: (val predictions, test predictions)}
+    num_classes: int = 0
 
     def val_correct(self) -> np.ndarray:
         """Per validation image: is this model right?"""
@@ -54,14 +60,33 @@ class Measurement:
             raise ValueError(f"{self.name}: no per-image validation predictions were kept")
         return np.asarray(self.val_predictions) == np.asarray(self.val_labels)
 
+    def ship_in(self, runtime: str) -> None:
+        """Make ``runtime`` the one this model ships for: its headline figures (accuracy, intervals, per-class
+        figures, predictions, latency) become that runtime's."""
+        f = self.runtimes[runtime]
+        vp, tp = self.by_runtime[runtime]
+        self.runtime, self.accuracy, self.val_accuracy = runtime, f["accuracy"], f["val_accuracy"]
+        self.val_predictions, self.test_predictions = vp, tp
+        self.latency_ms = dict(f.get("latency_ms", {}))
+        self.latency_p95_ms = dict(f.get("latency_p95_ms", {}))
+        vc = int((vp == self.val_labels).sum())
+        self.val_accuracy_ci95 = [round(v, 5) for v in wilson_interval(vc, len(vp))]
+        self.test = classification_figures(self.test_labels, tp, self.num_classes) if len(tp) else {}
+
     def to_dict(self) -> dict:
         d = asdict(self)
         extra = d.pop("extra")
-        for k in ("val_predictions", "val_labels", "test_predictions"):
+        for k in ("val_predictions", "val_labels", "test_predictions", "test_labels", "by_runtime", "num_classes"):
             d.pop(k)
         if d["pytorch_eager_latency_ms"] is None:
             del d["pytorch_eager_latency_ms"]
         return {**d, **extra}
+
+    def ship_in(self, runtime: str) -> None:
+        """Make ``runtime`` the one this model ships for: its headline figures become that runtime's."""
+        f = self.runtimes[runtime]
+        self.runtime, self.accuracy, self.val_accuracy = runtime, f["accuracy"], f["val_accuracy"]
+        self.latency_ms = dict(f.get("latency_ms", {}))
 
 
 @dataclass(frozen=True)
@@ -90,27 +115,32 @@ class EvalSet:
 
 
 def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, val: EvalSet, test: EvalSet,
-                  compressed: bool, runtime: str = "onnxruntime", pytorch_batch_sizes: list[int] | None = None,
+                  compressed: bool, runtimes: list[str] | None = None, pytorch_batch_sizes: list[int] | None = None,
                   runs: int = 30, extra: dict | None = None, num_classes: int | None = None) -> Measurement:
-    """Accuracy of ``graph`` in ``runtime`` (with per-image predictions, per-class figures and intervals), and
-    the model's size and compute (latency and memory come later, for all graphs at once:
-    :func:`measure_latency`, :func:`measure_memory`)."""
-    from slimship.core.runtime import session
+    """Accuracy of ``graph`` in each of ``runtimes`` (default: every installed one, the reference first; with
+    per-image predictions, per-class figures and intervals), and the model's size and compute. Headline figures
+    are the first runtime's until :func:`measure_latency` (latency for all graphs at once) picks the runtime the
+    model ships for; memory comes after that (:func:`measure_memory`)."""
+    from slimship.core.runtime import available_runtimes, session
     from slimship.models.factory import count_params
 
-    sess = session(graph, runtime)
     params, nonzero = count_params(model)
-    vp, tp = val.predictions(sess), test.predictions(sess)
     k = num_classes or int(max(val.labels.max(initial=0), test.labels.max(initial=0)) + 1)
-    vc = int((vp == val.labels).sum())
-    m = Measurement(name=name, kind=kind, accuracy=float((tp == test.labels).mean()) if len(tp) else float("nan"),
-                    val_accuracy=vc / len(vp) if len(vp) else float("nan"), onnx_bytes=len(graph), params=params,
+    figures, preds = {}, {}
+    for rt in runtimes or available_runtimes():
+        sess = session(graph, rt)
+        vp, tp = val.predictions(sess), test.predictions(sess)
+        del sess  # one runtime's threads at a time
+        preds[rt] = (vp, tp)
+        figures[rt] = {"accuracy": float((tp == test.labels).mean()) if len(tp) else float("nan"),
+                       "val_accuracy": float((vp == val.labels).mean()) if len(vp) else float("nan")}
+    first = next(iter(figures))
+    m = Measurement(name=name, kind=kind, accuracy=figures[first]["accuracy"],
+                    val_accuracy=figures[first]["val_accuracy"], onnx_bytes=len(graph), params=params,
                     nonzero_params=nonzero, macs=count_macs(model, example_input), compressed=compressed,
-                    runtime=runtime, extra=dict(extra or {}), val_predictions=vp, val_labels=val.labels,
-                    test_predictions=tp)
-    m.val_accuracy_ci95 = [round(v, 5) for v in wilson_interval(vc, len(vp))]
-    if len(tp):
-        m.test = classification_figures(test.labels, tp, k)
+                    runtime=first, runtimes=figures, extra=dict(extra or {}), val_labels=val.labels,
+                    test_labels=test.labels, by_runtime=preds, num_classes=k)
+    m.ship_in(first)
     if pytorch_batch_sizes:
         m.pytorch_eager_latency_ms = torch_latency(model, example_input, tuple(pytorch_batch_sizes),
                                                    runs=max(5, runs // 3))
@@ -119,17 +149,25 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
 
 def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,
                     batch_sizes: list[int], runs: int) -> None:
-    """Latency p50 and p95 of every graph, measured interleaved (machine drift lands on all alike)."""
-    lat = interleaved_latency_stats(graphs, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
+    """Latency p50 and p95 of every graph in every runtime it was measured in, all interleaved (machine drift
+    lands on all alike); then each model ships for the runtime it was fastest in (:func:`fastest_runtime`)."""
+    from slimship.core.runtime import REFERENCE_RUNTIME, session
+
+    sessions = {(m.name, rt): session(graphs[m.name], rt) for m in measurements for rt in m.runtimes}
+    lat = interleaved_session_stats(sessions, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
                                     rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP)
+    del sessions
     for m in measurements:
-        m.latency_ms = {b: v["p50"] for b, v in lat[m.name].items()}
-        m.latency_p95_ms = {b: v["p95"] for b, v in lat[m.name].items()}
+        for rt, f in m.runtimes.items():
+            f["latency_ms"] = {b: v["p50"] for b, v in lat[(m.name, rt)].items()}
+            f["latency_p95_ms"] = {b: v["p95"] for b, v in lat[(m.name, rt)].items()}
+        m.ship_in(fastest_runtime(m.runtimes, REFERENCE_RUNTIME))
 
 
 def measure_memory(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,
                    batch_sizes: list[int]) -> None:
-    """Peak memory at inference of every graph, each in a fresh process (:mod:`slimship.evaluate.memory`)."""
+    """Peak memory at inference of every graph in the runtime it ships for, each in a fresh process
+    (:mod:`slimship.evaluate.memory`)."""
     from slimship.evaluate.memory import peak_memory
 
     for m in measurements:
@@ -137,8 +175,9 @@ def measure_memory(measurements: list[Measurement], graphs: dict[str, bytes], ex
 
 
 def predictions_arrays(measurements: list[Measurement], test_labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image predictions of every model as arrays for predictions.npz (``val/NAME``, ``test/NAME``, and the
-    labels), so a decision or a figure can be recomputed without re-running the models."""
+    """Per-image predictions of every model (in the runtime it ships for) as arrays for predictions.npz
+    (``val/NAME``, ``test/NAME``, and the labels), so a decision or a figure can be recomputed without re-running
+    the models."""
     arrays = {"val_labels": np.asarray(measurements[0].val_labels, np.int16), "test_labels": np.asarray(test_labels, np.int16)}
     for m in measurements:
         arrays[f"val/{m.name}"] = np.asarray(m.val_predictions, np.int16)

@@ -9,9 +9,22 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def _baseline_latency(ref: dict) -> dict:
+    """The dense reference's latency in the reference runtime (ONNX Runtime fp32): what speed-ups are relative to."""
+    from slimship.core.runtime import REFERENCE_RUNTIME
+
+    return ref.get("runtimes", {}).get(REFERENCE_RUNTIME, {}).get("latency_ms") or ref["latency_ms"]
+
+
+def _speedup(lat: dict, base: dict) -> str:
+    return " / ".join(f"{base[k] / v:.2f}x" if k in base and v else "-" for k, v in lat.items())
+
+
 def comparison_rows(metrics: dict) -> list[dict]:
-    """The figures of the comparison table, relative to the dense reference (ONNX Runtime fp32)."""
+    """The figures of the comparison table (each model in the runtime it ships for), relative to the dense
+    reference in ONNX Runtime fp32."""
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    base = _baseline_latency(ref)
     rows = []
     for e in metrics["models"]:
         lat = e["latency_ms"]
@@ -25,9 +38,10 @@ def comparison_rows(metrics: dict) -> list[dict]:
             "params": f"{e['params'] / 1e6:.2f}M",
             "nonzero": f"{e['nonzero_params'] / 1e6:.2f}M",
             "macs": f"{e['macs'] / 1e6:.1f}M",
+            "runtime": e.get("runtime", "onnxruntime"),
             "b1": f"{lat.get('batch1', float('nan')):.2f}",
             "b64": f"{lat.get('batch64', float('nan')):.1f}",
-            "speedup": " / ".join(f"{ref['latency_ms'][k] / v:.2f}x" for k, v in lat.items()),
+            "speedup": _speedup(lat, base),
             "p": f"{e['decision']['probability']:.2f}" if e.get("decision") else "ref" if e is ref else "",
             "epochs": "" if e.get("epochs") is None else f"{e['epochs']:.1f}",
         })
@@ -36,7 +50,7 @@ def comparison_rows(metrics: dict) -> list[dict]:
 
 COLUMNS = [("name", "model"), ("accuracy", "test acc %"), ("delta", "Δ vs ref"), ("val", "val acc %"),
            ("p", "P(within)"), ("size", "package"), ("smaller", "× smaller"), ("params", "params"),
-           ("nonzero", "nonzeros"), ("macs", "MACs"), ("b1", "ms b1"), ("b64", "ms b64"),
+           ("nonzero", "nonzeros"), ("macs", "MACs"), ("runtime", "runtime"), ("b1", "ms b1"), ("b64", "ms b64"),
            ("speedup", "speed-up b1 / b64"), ("epochs", "epochs")]
 
 
@@ -60,6 +74,31 @@ def decision_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def runtime_rows(metrics: dict) -> list[dict]:
+    """Every model in every runtime it was measured in: test and validation accuracy, latency per batch size and
+    speed-up against the dense reference in ONNX Runtime. ``ships`` marks the runtime each model ships for."""
+    ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    base = _baseline_latency(ref)
+    rows = []
+    for e in metrics["models"]:
+        for rt, f in e.get("runtimes", {}).items():
+            lat = f.get("latency_ms", {})
+            rows.append({"name": e["name"] + (" *" if e["name"] == metrics["selected"] else ""), "runtime": rt,
+                         "ships": "yes" if rt == e.get("runtime") else "",
+                         "accuracy": f"{100 * f['accuracy']:.2f}", "val": f"{100 * f['val_accuracy']:.2f}",
+                         "latency": " / ".join(f"{v:.3f}" for v in lat.values()), "speedup": _speedup(lat, base)})
+    return rows
+
+
+RUNTIME_COLUMNS = [("name", "model"), ("runtime", "runtime"), ("ships", "ships in it"), ("accuracy", "test acc %"),
+                   ("val", "val acc %"), ("latency", "ms per batch"), ("speedup", "× dense (ONNX Runtime)")]
+
+
+def _table(columns: list[tuple[str, str]], rows: list[dict]) -> list[str]:
+    return (["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(r[k] for k, _ in columns) + " |" for r in rows])
+
+
 def render_markdown(metrics: dict) -> str:
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
     ds = metrics["dataset"]
@@ -71,19 +110,28 @@ def render_markdown(metrics: dict) -> str:
         f"Test split: {ds.get('test_from')}.",
         "",
         "Accuracy is on the held-out test split, measured on the deploy graph read back from each package, in "
-        "ONNX Runtime on the CPU; size is the package file on disk; latency is the median of repeated runs "
-        f"after warm-up ({metrics['threads']} threads). `*` marks the shipped model (the smallest package judged "
-        f"within {metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on validation data). "
-        f"The full report with plots: report.html.",
+        "the runtime it ships for (the one it was fastest in, below) on the CPU; size is the package file on disk; "
+        f"latency is the median of repeated interleaved runs after warm-up ({metrics['threads']} threads); "
+        "speed-ups are against the dense model in ONNX Runtime fp32. `*` marks the shipped model (the smallest "
+        f"package judged within {metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on "
+        "validation data). The full report with plots: report.html.",
         "",
-        "| " + " | ".join(h for _, h in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        *_table(COLUMNS, comparison_rows(metrics)),
+        "",
     ]
-    for r in comparison_rows(metrics):
-        lines.append("| " + " | ".join(r[k] for k, _ in COLUMNS) + " |")
-    lines.append("")
     lines += decision_lines(metrics)
     lines.append("")
+    rt_rows = runtime_rows(metrics)
+    if rt_rows:
+        from slimship.evaluate.runtime_choice import ACCURACY_TOLERANCE, MARGIN
+
+        lines += ["## Every model in every runtime", "",
+                  f"Batch sizes {', '.join(k.removeprefix('batch') for k in ref['latency_ms'])}. A model ships for the "
+                  "runtime with the lowest geometric mean of its latency ratios to ONNX Runtime over the batch sizes "
+                  f"(at least {100 * MARGIN:.0f} % faster, with validation accuracy within "
+                  f"{100 * ACCURACY_TOLERANCE:.1f} points of its best runtime; docs/runtimes.md). OpenVINO runs "
+                  "float layers in f32 and quantized layers in int8.", "",
+                  *_table(RUNTIME_COLUMNS, rt_rows), ""]
     pt = ref.get("pytorch_eager_latency_ms")
     if pt:
         lines.append(f"The dense model in PyTorch eager: {pt.get('batch1', 0):.2f} ms at batch 1, "

@@ -1,8 +1,9 @@
 """Pack a model into a .slim file and load it back for inference — without the training code path.
 
-A package holds the deploy graph (``model.onnx``, run by ONNX Runtime) and a manifest with everything needed
-to use it: class names, preprocessing, the recipe that made it and its measured metrics. Loading verifies
-every hash (see docs/package-format.md) and never unpickles or evaluates anything from the file.
+A package holds the deploy graph (``model.onnx``) and a manifest with everything needed to use it: class names,
+preprocessing, the runtime it was judged fastest in (``model.runtime``), the recipe that made it and its measured
+metrics. Loading verifies every hash (see docs/package-format.md) and never unpickles or evaluates anything from
+the file; the graph then runs in the recorded runtime when that one is installed, else in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 import slimship.data  # noqa: F401  (registers the built-in preprocessing kinds a manifest may name)
-from slimship import __version__
-from slimship.core.errors import PackageError
+from slimship._version import __version__
+from slimship.core.errors import PackageError, SlimshipError
 from slimship.core.preprocessing import Preprocessing
 from slimship.package.deploy import DeployParts, deploy_graph_io, deploy_parts, graph_part
 from slimship.package.format import Package, read_package, write_package
@@ -37,6 +38,7 @@ def pack(
     card: str = "",
     extra_parts: dict[str, bytes] | None = None,
     encode_weights: bool = False,
+    runtime: str = "onnxruntime",
 ) -> int:
     """Write a package atomically; returns its size in bytes on disk.
 
@@ -47,6 +49,7 @@ def pack(
     The manifest is checked as readers check it (:func:`~slimship.package.manifest.check_manifest`): PackageError
     for a graph that refers to external data, class names with control characters, or a graph whose input or
     output does not fit the preprocessing or the class names, so no package is written that cannot be read.
+    ``runtime`` is the runtime the graph was judged fastest in (what :func:`load_package` runs it in when installed).
     """
     if deploy is None:
         if onnx is None:
@@ -60,7 +63,7 @@ def pack(
             "num_classes": len(class_names),
             "class_names": list(class_names),
             "arch_edits": arch_edits or {},
-            "runtime": "onnxruntime",
+            "runtime": runtime,
             **deploy.model_info,
         },
         "preprocessing": preprocessing.to_dict(),
@@ -79,6 +82,7 @@ class LoadedPackage:
     class_names: list[str]
     preprocessing: Preprocessing
     onnx: bytes
+    runtime: str = "onnxruntime"  # what :attr:`session` runs the graph in
     _session: object = None
 
     @property
@@ -87,20 +91,23 @@ class LoadedPackage:
 
     @property
     def session(self):
+        """The deploy graph loaded in :attr:`runtime` (made on first use)."""
         if self._session is None:
-            from slimship.core.runtime import ort_session
+            from slimship.core.runtime import session
 
             try:
-                self._session = ort_session(self.onnx)
-            except Exception as e:  # onnxruntime raises its own types, with no common base to name
-                raise PackageError(f"{self.package.path}: ONNX Runtime cannot load the deploy graph "
+                self._session = session(self.onnx, self.runtime)
+            except SlimshipError:
+                raise
+            except Exception as e:  # the runtimes raise their own types, with no common base to name
+                raise PackageError(f"{self.package.path}: {self.runtime} cannot load the deploy graph "
                                    f"({_first_line(e)}): re-create the package with `slimship run`") from None
         return self._session
 
     def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size) → logits [N,K],
         prepared and normalised exactly as in training, a bounded number of images at a time."""
-        from slimship.core.runtime import ort_logits
+        from slimship.core.runtime import logits
 
         pre, k = self.preprocessing, len(self.class_names)
         step = max(1, min(512, _CHUNK_VALUES // max(1, int(np.prod(pre.input_shape())))))
@@ -108,9 +115,9 @@ class LoadedPackage:
         for i in range(0, len(images), step):
             x = pre.model_input_np(pre.prepare(images[i : i + step]).numpy())
             try:
-                out = ort_logits(self.session, x, batch_size)
+                out = logits(self.session, x, batch_size)
             except Exception as e:  # as above: onnxruntime's own exception types
-                raise PackageError(f"{self.package.path}: the deploy graph fails in ONNX Runtime "
+                raise PackageError(f"{self.package.path}: the deploy graph fails in {self.runtime} "
                                    f"({_first_line(e)}): re-create the package with `slimship run`") from None
             if out.ndim != 2 or out.shape[1] != k:
                 raise PackageError(f"{self.package.path}: the deploy graph gives outputs of shape {list(out.shape)} "
@@ -126,12 +133,16 @@ class LoadedPackage:
         return predict_images(self, images, top)
 
 
-def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPackage:
+def load_package(path: str | Path, base: str | Path | None = None, runtime: str | None = None) -> LoadedPackage:
     """Read and fully verify a package; raise PackageError with a clear message if anything is off.
 
     Checked, besides every hash: the deploy graph is self-contained ONNX, and every manifest value is within
     bounds and fits the graph (:func:`~slimship.package.manifest.check_manifest`); a package without class names
     (a base package, whose graph gives features) is refused, since it cannot classify.
+
+    The graph runs in ``runtime`` when given (SlimshipError if it is not installed), else in the runtime the
+    package records as its fastest when that one is installed here, else in ONNX Runtime (the same ONNX graph;
+    only the speed differs).
 
     A delta package (a task stored against a base package, see docs/delta.md) is rebuilt against its base:
     ``base`` when given, else a ``*.slim`` in the same folder whose package hash is the one the delta
@@ -152,7 +163,18 @@ def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPack
     else:
         onnx, io = deploy_graph_io(pkg.read_part, pkg.parts, source)
     described = check_manifest(m, io, source)
-    return LoadedPackage(pkg, described.class_names, described.preprocessing, onnx)
+    return LoadedPackage(pkg, described.class_names, described.preprocessing, onnx,
+                         _runtime_for(m["model"].get("runtime"), runtime))
+
+
+def _runtime_for(recorded: object, requested: str | None) -> str:
+    from slimship.core.runtime import REFERENCE_RUNTIME, RUNTIMES, resolve_runtime
+
+    if requested is not None:
+        return resolve_runtime(requested)
+    if isinstance(recorded, str) and recorded in RUNTIMES and RUNTIMES.get(recorded).available():
+        return recorded
+    return REFERENCE_RUNTIME
 
 
 # Model-input values prepared at once by LoadedPackage.logits (float32: 256 MiB): a bound whatever the image size.

@@ -144,6 +144,17 @@ class CompressSection(_Strict):
 class EvaluateSection(_Strict):
     batch_sizes: list[int] = [1, 64]
     latency_runs: int = Field(30, ge=3)
+    runtimes: list[str] | None = Field(None, min_length=1, description="runtimes every model is measured in "
+                                       "(slimship list); null = every one installed")
+
+    @model_validator(mode="after")
+    def _known_runtimes(self):
+        from slimship.core.runtime import RUNTIMES
+
+        unknown = [r for r in self.runtimes or [] if r not in RUNTIMES]
+        if unknown:
+            raise ValueError(f"unknown runtime(s) {unknown}; known: {', '.join(RUNTIMES.names())}")
+        return self
 
 
 class DeviceSection(_Strict):
