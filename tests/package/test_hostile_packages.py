@@ -185,7 +185,7 @@ HOSTILE_MANIFESTS = {
                                                             "class_names": ["cat", "\x1b[2J\x1b[31mdog", "cow"]}},
     "num_classes differs": {**manifest(), "model": {**manifest()["model"], "num_classes": 10}},
     "metrics not an object": {**manifest(), "metrics": [1, 2]},
-    "unknown runtime": {**manifest(), "model": {**manifest()["model"], "runtime": "tensorrt"}},
+    "runtime not text": {**manifest(), "model": {**manifest()["model"], "runtime": ["tensorrt"]}},
 }
 
 

@@ -75,7 +75,8 @@ def check_manifest(manifest: Any, graph: GraphIO | None, source: str = "the pack
     for key in ("architecture", "runtime"):
         if key in model and text_problem(model[key]):
             raise bad(f"the manifest's model {key} {text_problem(model[key])}")
-    _check_runtime(model.get("runtime", "onnxruntime"), bad)
+    # A runtime this slimship does not know is not refused: the graph is ONNX, and loading falls back to
+    # ONNX Runtime (package/pack.py), so a package from a newer slimship still runs here.
     try:
         pre = preprocessing_from_dict(manifest.get("preprocessing"))
     except PackageError as e:
@@ -102,13 +103,6 @@ def printable(value: Any, limit: int = 200) -> str:
     at most ``limit`` characters (then ``…``)."""
     text = _show(value if isinstance(value, str) else str(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _check_runtime(runtime: Any, bad) -> None:
-    from slimship.core.runtime import RUNTIMES
-
-    if not isinstance(runtime, str) or runtime not in RUNTIMES:
-        raise bad(f"the manifest names runtime {_show(repr(runtime))[:40]}, which this slimship does not have")
 
 
 def _check_graph(graph: GraphIO, pre: Preprocessing, names: list[str], bad) -> None:

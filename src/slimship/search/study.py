@@ -224,7 +224,7 @@ def objective(trial, job: SearchJob, study, ev: Evaluator) -> tuple[float, float
         trial.set_user_attr("steps", dumps)
         trial.set_user_attr("chain_key", key)
         job.log(f"{name}: {chain_text(trial.params)}")
-        same = _finished_with_key(study, key, trial.number)
+        same = _same_chain(study, key, trial.number, job, name)
         if same is not None:  # the sampler proposed a chain already measured: its figures hold
             trial.set_user_attr("duplicate_of", same.number)
             trial.set_user_attr("figures", same.user_attrs["figures"])
@@ -273,13 +273,31 @@ def _stop_early_if_hopeless(trial, steps: list, name: str, job: SearchJob, ev: E
             raise optuna.TrialPruned()
 
 
-def _finished_with_key(study, key: str, number: int):
+def _same_chain(study, key: str, number: int, job: SearchJob, name: str, poll: float = 2.0):
+    """A finished trial that measured the chain ``key`` already, else None. When an earlier trial (another
+    worker's) is measuring it right now, wait for it (up to three typical trial times, in case that worker died)
+    rather than measure the same chain twice."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number != number and t.user_attrs.get("chain_key") == key and "figures" in t.user_attrs:
-            return t
-    return None
+    deadline, said = None, False
+    while True:
+        running = False
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            if t.number == number or t.user_attrs.get("chain_key") != key:
+                continue
+            if t.state == TrialState.COMPLETE and "figures" in t.user_attrs:
+                return t
+            running = running or (t.state == TrialState.RUNNING and t.number < number)
+        if not running:
+            return None
+        if deadline is None:
+            deadline = time.monotonic() + 3 * max(typical_seconds(study), 60.0)
+        if time.monotonic() > deadline:
+            return None
+        if not said:
+            job.log(f"{name}: another worker is measuring the same chain: waiting for its figures")
+            said = True
+        time.sleep(poll)
 
 
 def trial_figures(outcome: TrialOutcome, reference: Measurement, check) -> dict:
