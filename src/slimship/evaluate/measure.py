@@ -82,12 +82,6 @@ class Measurement:
             del d["pytorch_eager_latency_ms"]
         return {**d, **extra}
 
-    def ship_in(self, runtime: str) -> None:
-        """Make ``runtime`` the one this model ships for: its headline figures become that runtime's."""
-        f = self.runtimes[runtime]
-        self.runtime, self.accuracy, self.val_accuracy = runtime, f["accuracy"], f["val_accuracy"]
-        self.latency_ms = dict(f.get("latency_ms", {}))
-
 
 @dataclass(frozen=True)
 class EvalSet:
