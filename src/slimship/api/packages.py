@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,7 +75,8 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
     from slimship.data import load_eval_split
 
     pkg = _loaded(package, base)
-    split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None)
+    # lazy: an image folder is decoded a chunk at a time, straight to the package's input size
+    split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None, lazy=True)
     t0 = time.perf_counter()
     logits = pkg.logits(split.images)
     secs = time.perf_counter() - t0
@@ -85,17 +86,19 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
             "seconds": round(secs, 3), "runtime": "onnxruntime"}
 
 
-def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top: int = 3,
-            base: str | Path | None = None) -> list[dict]:
+def predict(package: PackageRef, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+            base: str | Path | None = None, batch_size: int = 64) -> list[dict]:
     """Classify images with a package: softmax probabilities of its logits, the ``top`` most likely classes.
 
     Args:
         package: a ``.slim`` path, or a package from :func:`load`.
-        images: image files (any Pillow format, converted to the package's channels; all of one size; one
-            path alone is one image), or images as the data sources deliver them (uint8 ``[N, H, W, C]``, any
-            size).
+        images: image files or folders of images (any Pillow format, any size; a folder contributes every image
+            inside it, recursively, in sorted order; one path alone is one file or folder), or images as the data
+            sources deliver them (uint8 ``[N, H, W, C]``, any size). Files are decoded ``batch_size`` at a time,
+            each straight to the package's input size, so memory does not grow with the number of images.
         top: classes to return per image, most likely first (at least 1, at most all of them).
         base: the base package of a delta package given by path (see :func:`load`).
+        batch_size: images decoded and classified at once.
 
     Returns:
         One dict per image, in order: ``{"image": its path (or its index in an array), "top": [{"class": name,
@@ -103,28 +106,41 @@ def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top:
         prints.
 
     Raises:
-        PackageError: as :func:`load`. DataError: no images, a file that is missing or not an image, or files
-            of different sizes. ValueError: ``base`` with a package loaded already (give it to :func:`load`).
+        PackageError: as :func:`load`. DataError: no images, a path that is missing, a folder without images, or
+            a file that is not an image. ValueError: ``base`` with a package loaded already (give it to
+            :func:`load`).
     """
+    return list(iter_predictions(package, images, top=top, base=base, batch_size=batch_size))
+
+
+def iter_predictions(package: PackageRef, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+                     base: str | Path | None = None, batch_size: int = 64) -> Iterator[dict]:
+    """:func:`predict`, one row at a time, as each batch is classified (what ``slimship predict`` prints from)."""
     import numpy as np
 
     pkg = _loaded(package, base)
     if isinstance(images, np.ndarray):
-        arrays, names = images, list(range(len(images)))
+        source, names = images, list(range(len(images)))
     else:
-        from slimship.data import load_images_for_prediction
+        from slimship.data import image_files
 
-        names = [str(images)] if isinstance(images, (str, Path)) else [str(p) for p in images]
-        arrays = load_images_for_prediction(names, pkg.preprocessing.channels, None)
-    logits = pkg.logits(arrays)
+        paths = [images] if isinstance(images, (str, Path)) else list(images)
+        source = image_files([str(p) for p in paths], pkg.preprocessing.channels)
+        names = [str(p) for p in source.paths]
+    step = max(1, int(batch_size))
+    for i in range(0, len(names), step):
+        yield from _rows(pkg, pkg.logits(source[i : i + step]), names[i : i + step], top)
+
+
+def _rows(pkg: LoadedPackage, logits: np.ndarray, names: list, top: int) -> Iterator[dict]:
+    import numpy as np
+
     z = logits - logits.max(1, keepdims=True)  # shifted so that exp cannot overflow
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    rows = []
     for name, p in zip(names, probs):
         best = np.argsort(-p)[: max(1, top)]
-        rows.append({"image": name, "top": [{"class": pkg.class_names[i], "probability": round(float(p[i]), 4)}
-                                            for i in best]})
-    return rows
+        yield {"image": name, "top": [{"class": pkg.class_names[i], "probability": round(float(p[i]), 4)}
+                                      for i in best]}
 
 
 def inspect_package(path: str | Path, layers: bool = False) -> dict:
