@@ -14,13 +14,16 @@ from pathlib import Path
 
 from slimship.core.atomic import write_atomically, write_text_atomically
 from slimship.core.cache import StageCache, stage_key
-from slimship.core.errors import SlimshipError
+from slimship.api.run_folder import RunFolder
 from slimship.core.progress import Reporter
 from slimship.recipe import Recipe, recipe_to_dict
 
 
 def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = False) -> dict:
     """Execute ``recipe`` and write OUT/{metrics.json, report.md, run.log, model.slim, packages/*.slim}.
+
+    While the outputs are written, OUT/INCOMPLETE marks the folder unfinished; a killed run leaves it there and
+    the next run into OUT repairs the folder (see :mod:`slimship.api.run_folder`).
 
     Returns the metrics dictionary (the content of metrics.json). Raises SlimshipError for bad input.
     """
@@ -33,8 +36,11 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     from slimship.models.kinds import adapter_for
     from slimship.transfer import TransferInputs, transfer
 
-    out = _output_folder(out, fresh)
+    folder = RunFolder.open(out, fresh)  # a killed run's outputs are marked INCOMPLETE (api/run_folder.py)
+    out = folder.path
     rep = Reporter(out / "run.log", quiet=quiet)
+    for note in folder.notes:
+        rep.log(note)
     t_start = time.perf_counter()
     torch.manual_seed(recipe.seed)
     cache, rd, device = StageCache(out / ".work"), recipe_to_dict(recipe), resolve_device()
@@ -58,6 +64,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
                               num_classes=data.num_classes, log=rep.log, progress=rep, seed=recipe.seed,
                               device=device, source=built.model)
         compressed = compress(recipe.compress.candidates, ctx, cache, ref.key)
+        folder.begin_outputs()  # from here until finish() the folder is marked INCOMPLETE
         metrics = _measure_and_package([*transferred.models, *compressed], ref.name, recipe, rd, adapter, data, pre,
                                        out, rep)
         metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
@@ -66,20 +73,11 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         from slimship.evaluate.report import render_markdown
 
         write_text_atomically(out / "report.md", render_markdown(metrics))
+        folder.finish()
         rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
         return metrics
     finally:
         rep.close()
-
-
-def _output_folder(out: str | Path, fresh: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
-    out.mkdir(parents=True, exist_ok=True)
-    if fresh and (out / ".work").exists():
-        shutil.rmtree(out / ".work")
-    return out
 
 
 def _measure_and_package(models: list, reference: str, recipe: Recipe, rd: dict, adapter, data, pre, out: Path,
