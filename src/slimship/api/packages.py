@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,7 +100,8 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
     from slimship.data import load_eval_split
 
     pkg = _loaded(package, base, runtime)
-    split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None)
+    # lazy: an image folder is decoded a chunk at a time, straight to the package's input size
+    split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None, lazy=True)
     t0 = time.perf_counter()
     logits = pkg.logits(split.images)
     secs = time.perf_counter() - t0
@@ -110,17 +111,19 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
             "seconds": round(secs, 3), "runtime": pkg.runtime}
 
 
-def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top: int = 3,
-            base: str | Path | None = None) -> list[dict]:
+def predict(package: PackageRef, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+            base: str | Path | None = None, batch_size: int = 64) -> list[dict]:
     """Classify images with a package: softmax probabilities of its logits, the ``top`` most likely classes.
 
     Args:
         package: a ``.slim`` path, or a package from :func:`load`.
-        images: image files (any Pillow format, converted to the package's channels; all of one size; one
-            path alone is one image), or images as the data sources deliver them (uint8 ``[N, H, W, C]``, any
-            size).
+        images: image files or folders of images (any Pillow format, any size; a folder contributes every image
+            inside it, recursively, in sorted order; one path alone is one file or folder), or images as the data
+            sources deliver them (uint8 ``[N, H, W, C]``, any size). Files are decoded ``batch_size`` at a time,
+            each straight to the package's input size, so memory does not grow with the number of images.
         top: classes to return per image, most likely first (at least 1, at most all of them).
         base: the base package of a delta package given by path (see :func:`load`).
+        batch_size: images decoded and classified at once.
 
     Returns:
         One dict per image, in order: ``{"image": its path (or its index in an array), "top": [{"class": name,
@@ -128,10 +131,19 @@ def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top:
         prints.
 
     Raises:
-        PackageError: as :func:`load`. DataError: no images, a file that is missing or not an image, or files
-            of different sizes. ValueError: ``base`` with a package loaded already (give it to :func:`load`).
+        PackageError: as :func:`load`. DataError: no images, a path that is missing, a folder without images, or
+            a file that is not an image. ValueError: ``base`` with a package loaded already (give it to
+            :func:`load`).
     """
-    return _loaded(package, base).predict(images, top)
+    return list(iter_predictions(package, images, top=top, base=base, batch_size=batch_size))
+
+
+def iter_predictions(package: PackageRef, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+                     base: str | Path | None = None, batch_size: int = 64) -> Iterator[dict]:
+    """:func:`predict`, one row at a time, as each batch is classified (what ``slimship predict`` prints from)."""
+    from slimship.package.predict import iter_predictions as rows
+
+    return rows(_loaded(package, base), images, top, batch_size)
 
 
 def inspect_package(path: str | Path, layers: bool = False) -> dict:

@@ -44,6 +44,7 @@ from slimship.data.folder import (
     IMAGE_EXTENSIONS,
     _decode,
     _load_folder,
+    image_files,
     _load_folders,
     _visible_files,
     _visible_subdirs,
@@ -60,6 +61,8 @@ from slimship.data.split import (
 )
 from slimship.core.errors import DataError
 from slimship.core.registry import Registry
+from slimship.data.files import ImageFiles
+from slimship.data.limits import check_every_class_used, check_images_per_class
 
 __all__ = [
     "ArraySplit",
@@ -71,6 +74,8 @@ __all__ = [
     "load_dataset",
     "load_eval_split",
     "load_images_for_prediction",
+    "image_files",
+    "ImageFiles",
     "resolve_source",
     "read_idx",
     "stratified_split",
@@ -147,7 +152,12 @@ def resolve_source(source: str) -> tuple[str, str]:
         _require_builtin(name)
         return name, name
     path = Path(source).expanduser()
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+        raise DataError(f"data path {source} cannot be used ({getattr(e, 'strerror', None) or e}): check the "
+                        f"path") from None
+    if not exists:
         raise DataError(
             f"data path {source} does not exist: pass a folder with one sub-folder per class, idx files, "
             f"a .npz, or a built-in name ({', '.join(BUILTIN_DATASETS)})"
@@ -182,6 +192,7 @@ def load_dataset(
     test_limit: int | None = None,
     image_size: int | None = None,
     seed: int = 0,
+    lazy: bool = False,
 ) -> DatasetSplits:
     """Load a data source and cut it into train / validation / test splits.
 
@@ -197,6 +208,9 @@ def load_dataset(
         image_size: resize every image to ``image_size`` x ``image_size`` (PIL bilinear, aspect ratio not
             kept). When None, arrays keep their size and an image folder is brought to its most common size.
         seed: seeds every split and subsample; the same arguments always give the same splits.
+        lazy: an image folder is not decoded: its splits hold :class:`~slimship.data.files.ImageFiles`, which a
+            preprocessing decodes one image at a time straight to the model's input size (what ``slimship run``
+            does, so memory does not follow the photos' resolution). Only without ``image_size``.
 
     Returns:
         :class:`DatasetSplits` (see its ``info`` for provenance).
@@ -211,18 +225,27 @@ def load_dataset(
     _check_positive("image_size", image_size)
     size = (image_size, image_size) if image_size else None
 
+    if lazy and size is not None:
+        raise ValueError("lazy loading leaves resizing to the preprocessing: pass image_size=None")
+
     kind, target = resolve_source(source)
     if test is None:
         entry = SOURCES.get(kind)
-        loaded = entry.load(target, size=None if entry.native_size else size)
+        if kind == "folder":
+            loaded = _load_folders(Path(target), None, None, size, lazy=lazy)[0]
+        else:
+            loaded = entry.load(target, size=None if entry.native_size else size)
         test_split, test_target = loaded.test, None
     else:
-        loaded, test_split, test_target = _load_with_separate_test(kind, target, test, size)
+        loaded, test_split, test_target = _load_with_separate_test(kind, target, test, size, lazy)
     pool, class_names = loaded.pool, loaded.class_names
     present = [class_names[i] for i in np.unique(pool.labels)]
     if len(present) < 2:
         raise DataError(f"data source {source} has fewer than two classes ({', '.join(present) or 'none'}): "
                         f"a classifier needs at least two; add a class")
+    check_every_class_used(f"data source {source}", class_names, loaded.named,
+                           [pool.labels] + ([test_split.labels] if test_split is not None else []))
+    check_images_per_class(f"data source {source}", class_names, pool.labels, 3 if test_split is None else 2)
 
     if test_split is None:
         test_from = f"stratified split (seed {seed}, fraction {test_fraction})"
@@ -254,7 +277,8 @@ def load_dataset(
     return DatasetSplits(train, val, test_split, list(class_names), int(c), info)
 
 
-def load_eval_split(source: str, class_names: list[str], channels: int, image_size: int | None) -> ArraySplit:
+def load_eval_split(source: str, class_names: list[str], channels: int, image_size: int | None,
+                    lazy: bool = False) -> ArraySplit:
     """Load everything a source offers for evaluation, in a trained model's label space.
 
     An image folder contributes every class sub-folder (or only ``test/`` when it has train/test
@@ -267,6 +291,7 @@ def load_eval_split(source: str, class_names: list[str], channels: int, image_si
         class_names: the model's classes, in label order.
         channels: 1 or 3; images are converted (colour -> gray uses Pillow's ITU-R 601-2 luma).
         image_size: resize every image to this square size (PIL bilinear); None keeps the source's size.
+        lazy: an image folder stays undecoded (as in :func:`load_dataset`); only without ``image_size``.
 
     Returns:
         :class:`ArraySplit` with labels indexing ``class_names``.
@@ -282,7 +307,7 @@ def load_eval_split(source: str, class_names: list[str], channels: int, image_si
     kind, target = resolve_source(source)
     entry = SOURCES.get(kind)
     if kind == "folder":  # decode only test/ of a train/test folder, straight to the model's format
-        loaded = _load_folders(Path(target), None, channels, size, eval_only=True)[0]
+        loaded = _load_folders(Path(target), None, channels, size, eval_only=True, lazy=lazy)[0]
     else:  # arrays convert cheaply after picking the split
         loaded = entry.load(target, channels=None if entry.native_size else channels,
                             size=None if entry.native_size else size)
@@ -353,8 +378,8 @@ def _require_builtin(name: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_with_separate_test(kind: str, target: str, test: str,
-                             size: tuple[int, int] | None) -> tuple[_Loaded, ArraySplit, str]:
+def _load_with_separate_test(kind: str, target: str, test: str, size: tuple[int, int] | None,
+                             lazy: bool = False) -> tuple[_Loaded, ArraySplit, str]:
     """Load the primary source and a separate test source of the same kind.
 
     The test source contributes its own test split if it has one, else all of it; its labels are put
@@ -367,7 +392,7 @@ def _load_with_separate_test(kind: str, target: str, test: str,
                         f"pass a test source of the same kind")
     where = f"{target} with test {test_target}"
     if kind == "folder":
-        loaded, separate = _load_folders(Path(target), Path(test_target), None, size)
+        loaded, separate = _load_folders(Path(target), Path(test_target), None, size, lazy=lazy)
         return loaded, separate, test_target
     entry = SOURCES.get(kind)
     loaded, other = entry.load(target), entry.load(test_target)

@@ -45,13 +45,17 @@ class TaskData:
 
 def load_task_data(section: Any, *, seed: int) -> Any:
     """Load and split the source a recipe's ``data`` section names (raw examples, before preprocessing).
+
+    An image folder is not decoded here: its splits hold the files (:class:`~slimship.data.files.ImageFiles`),
+    which :func:`prepare_task_data` decodes one at a time straight to the model's input size, after splitting
+    and subsampling, so memory follows the input size and ``train_limit``, not the photos' resolution.
     Raises DataError for bad input."""
     from slimship.data.sources import load_dataset
     from slimship.data.split import stratified_subsample
 
     splits = load_dataset(section.source, test=section.test, val_fraction=section.val_fraction,
                           test_fraction=section.test_fraction, train_limit=section.train_limit,
-                          test_limit=section.test_limit, seed=seed)
+                          test_limit=section.test_limit, seed=seed, lazy=True)
     if section.val_limit and len(splits.val) > section.val_limit:
         splits.val = splits.val.subset(stratified_subsample(splits.val.labels, section.val_limit, seed))
         splits.info.setdefault("sizes", {})["val"] = len(splits.val)
