@@ -53,7 +53,7 @@ class ImagePreprocessing:
         return augment(batch, generator, hflip, shift)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImagePreprocessing":
+    def from_dict(cls, d: dict, read_file=None) -> "ImagePreprocessing":  # images need no data files
         return cls(
             image_size=int(d["image_size"]),
             channels=int(d["channels"]),
