@@ -1,14 +1,14 @@
 """The preprocessing contract: how stored examples become model inputs, the same way in training, evaluation,
 prediction and inside a package.
 
-A kind of input (images today) implements :class:`Preprocessing` and registers its class in
+A kind of input (images, texts) implements :class:`Preprocessing` and registers its class in
 :data:`PREPROCESSINGS` under its ``kind``; a package stores ``to_dict()`` and :func:`preprocessing_from_dict`
 rebuilds it. The data layer registers the built-in kinds when ``slimship.data`` is imported.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from slimship.core.errors import PackageError
 from slimship.core.registry import Registry
@@ -40,14 +40,26 @@ class Preprocessing(Protocol):
     def augment(self, batch: Any, generator: Any, hflip: bool, shift: int) -> Any:
         """Training-time jitter of stored examples (kinds without augmentation return ``batch``)."""
 
+    # Optional: ``examples`` ("images" when absent, "texts") says what raw examples ``prepare`` reads, so data of
+    # the other kind is refused clearly; ``files()`` returns data files a package must carry beside ``to_dict()``
+    # (``{"tokenizer.json": bytes}``), given back to ``from_dict(d, read_file)`` on load.
+
 
 PREPROCESSINGS: Registry[type] = Registry("preprocessing kind")
 
 
-def preprocessing_from_dict(d: dict) -> Preprocessing:
+def preprocessing_from_dict(d: dict, read_file: Callable[[str], bytes] | None = None) -> Preprocessing:
     """Rebuild a preprocessing from its ``to_dict()`` (a dict without ``kind`` is an image one: packages written
-    before kinds existed). Raises PackageError for an unknown kind."""
+    before kinds existed); ``read_file(name)`` reads the data files it names (a package's parts: what
+    ``files()`` gave when it was packed). Raises PackageError for an unknown kind."""
     kind = d.get("kind", "image")
     if kind not in PREPROCESSINGS:
         raise PackageError(f"unknown preprocessing kind {str(kind)[:40]!r}: upgrade slimship to read this package")
-    return PREPROCESSINGS.get(kind).from_dict(d)
+    cls = PREPROCESSINGS.get(kind)
+    return cls.from_dict(d) if read_file is None else cls.from_dict(d, read_file)
+
+
+def preprocessing_files(pre: Preprocessing) -> dict[str, bytes]:
+    """The data files ``pre`` needs beside its dict (a text model's tokenizer), by part name; most need none."""
+    files = getattr(pre, "files", None)
+    return dict(files()) if files is not None else {}

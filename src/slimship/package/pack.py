@@ -15,7 +15,7 @@ import numpy as np
 
 import slimship.data  # noqa: F401  (registers the built-in preprocessing kinds a manifest may name)
 from slimship import __version__
-from slimship.core.preprocessing import Preprocessing, preprocessing_from_dict
+from slimship.core.preprocessing import Preprocessing, preprocessing_files, preprocessing_from_dict
 from slimship.core.errors import PackageError
 from slimship.package.deploy import ONNX_PART, DeployParts, deploy_parts, graph_from_parts
 from slimship.package.format import Package, read_package, write_package
@@ -62,7 +62,8 @@ def pack(
         "metrics": metrics or {},
         "card": card,
     }
-    return write_package(path, manifest, {**deploy.parts, **(extra_parts or {})})
+    # data files the preprocessing reads (a text model's tokenizer.json) travel as parts
+    return write_package(path, manifest, {**deploy.parts, **preprocessing_files(preprocessing), **(extra_parts or {})})
 
 
 @dataclass
@@ -85,9 +86,9 @@ class LoadedPackage:
             self._session = ort_session(self.onnx)
         return self._session
 
-    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size) → logits [N,K],
-        prepared and normalised exactly as in training."""
+    def logits(self, images, batch_size: int = 64) -> np.ndarray:
+        """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size, or a sequence of texts)
+        → logits [N,K], prepared and normalised exactly as in training."""
         from slimship.core.runtime import ort_logits
 
         pre = self.preprocessing
@@ -107,7 +108,7 @@ def load_package(path: str | Path, base: str | Path | None = None) -> LoadedPack
     m = pkg.manifest
     try:
         names = m["model"]["class_names"]
-        pre = preprocessing_from_dict(m["preprocessing"])
+        pre = preprocessing_from_dict(m["preprocessing"], pkg.read_part)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise TypeError("class_names")
     except (KeyError, TypeError, ValueError) as e:
