@@ -86,6 +86,7 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
 def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,
                     batch_sizes: list[int], runs: int) -> None:
     """Latency medians of every graph, measured interleaved (machine drift lands on all alike)."""
-    lat = interleaved_latency(graphs, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs)
+    lat = interleaved_latency(graphs, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
+                              example=example_input)
     for m in measurements:
         m.latency_ms = lat[m.name]

@@ -9,9 +9,17 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def large_batch(metrics: dict) -> str:
+    """The latency key of the largest batch measured ("batch64"; "batch32" for a text run)."""
+    ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    keys = [k for k in ref.get("latency_ms", {}) if k.startswith("batch") and k[5:].isdigit()]
+    return max(keys, key=lambda k: int(k[5:]), default="batch64")
+
+
 def comparison_rows(metrics: dict) -> list[dict]:
     """The figures of the comparison table, relative to the dense reference (ONNX Runtime fp32)."""
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    big = large_batch(metrics)
     rows = []
     for e in metrics["models"]:
         lat = e["latency_ms"]
@@ -26,7 +34,7 @@ def comparison_rows(metrics: dict) -> list[dict]:
             "nonzero": f"{e['nonzero_params'] / 1e6:.2f}M",
             "macs": f"{e['macs'] / 1e6:.1f}M",
             "b1": f"{lat.get('batch1', float('nan')):.2f}",
-            "b64": f"{lat.get('batch64', float('nan')):.1f}",
+            "b64": f"{lat.get(big, float('nan')):.1f}",
             "speedup": " / ".join(f"{ref['latency_ms'][k] / v:.2f}x" for k, v in lat.items()),
         })
     return rows
@@ -37,6 +45,19 @@ COLUMNS = [("name", "model"), ("accuracy", "test acc %"), ("delta", "Δ vs dense
            ("macs", "MACs"), ("b1", "ms b1"), ("b64", "ms b64"), ("speedup", "speed-up b1 / b64")]
 
 
+def columns(metrics: dict) -> list[tuple[str, str]]:
+    """:data:`COLUMNS` with the large batch the run measured in the headers (b64 for images, b32 for texts)."""
+    n = large_batch(metrics)[5:]
+    return [(k, h.replace("b64", f"b{n}")) for k, h in COLUMNS]
+
+
+def _input_words(ds: dict) -> str:
+    """How the examples were fed ("resized to 64x64"); metrics written before ``input`` existed hold image_size."""
+    if ds.get("input"):
+        return str(ds["input"])
+    return f"at {ds['image_size']}×{ds['image_size']}" if "image_size" in ds else ""
+
+
 def render_markdown(metrics: dict) -> str:
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
     ds = metrics["dataset"]
@@ -44,7 +65,7 @@ def render_markdown(metrics: dict) -> str:
         f"# slimship report: {metrics['recipe']}",
         "",
         f"Data: `{ds.get('source')}`: {ds['sizes']['train']} train / {ds['sizes']['val']} val / "
-        f"{ds['sizes']['test']} test images, {ds['num_classes']} classes, at {ds['image_size']}×{ds['image_size']}. "
+        f"{ds['sizes']['test']} test {ds.get('examples', 'images')}, {ds['num_classes']} classes, {_input_words(ds)}. "
         f"Test split: {ds.get('test_from')}.",
         "",
         "Accuracy is on the held-out test split, measured on the deploy graph read back from each package, in "
@@ -52,16 +73,17 @@ def render_markdown(metrics: dict) -> str:
         f"after warm-up ({metrics['threads']} threads). `*` marks the shipped model (the smallest package within "
         f"{metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on validation data).",
         "",
-        "| " + " | ".join(h for _, h in COLUMNS) + " |",
+        "| " + " | ".join(h for _, h in columns(metrics)) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     for r in comparison_rows(metrics):
         lines.append("| " + " | ".join(r[k] for k, _ in COLUMNS) + " |")
     lines.append("")
     pt = ref.get("pytorch_eager_latency_ms")
+    big = large_batch(metrics)
     if pt:
         lines.append(f"The dense model in PyTorch eager: {pt.get('batch1', 0):.2f} ms at batch 1, "
-                     f"{pt.get('batch64', 0):.1f} ms at batch 64 (ONNX Runtime fp32 above is the baseline to beat).")
+                     f"{pt.get(big, 0):.1f} ms at batch {big[5:]} (ONNX Runtime fp32 above is the baseline to beat).")
     sc = next((e for e in metrics["models"] if e["name"] == "scratch"), None)
     if sc:
         lines.append(f"Transfer vs scratch (same architecture, same budget): "
