@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SPAM_WORDS = ["free", "winner", "money", "offer", "click", "prize", "cash", "cheap"]
 HAM_WORDS = ["meeting", "report", "project", "lunch", "schedule", "review", "agenda", "notes"]
@@ -85,3 +86,39 @@ def text_recipe(model: Path, data: str, **over) -> dict:
     for k, v in over.items():
         r[k] = v
     return r
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """One tiny BERT folder for the whole session (import this fixture into a test module to use it)."""
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "tiny-bert")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train ~20x faster on one thread than on two when the machine is busy (two threads wait for each
+    other); the figures do not depend on it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def text_task(bert: Path, n_train: int = 30, n_val: int = 10, max_length: int = 16):
+    """``(adapter, pretrained model, preprocessing, train Examples, val Examples)`` on the tiny BERT in ``bert``."""
+    import torch
+
+    from slimship.data.task import Examples
+    from slimship.models.hf_text import HfTextAdapter
+
+    adapter = HfTextAdapter(str(bert), max_length)
+    pre = adapter.preprocessing()
+
+    def examples(n, seed):
+        texts, labels = make_texts(n, seed)
+        return Examples(pre.prepare(texts), torch.tensor([["ham", "spam"].index(lab) for lab in labels]))
+
+    torch.manual_seed(0)
+    return adapter, adapter.build(2).model, pre, examples(n_train, 0), examples(n_val, 1)

@@ -43,8 +43,9 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         splits = load_task_data(recipe.data, seed=recipe.seed)
         pre = adapter.preprocessing(splits.channels)
         data = prepare_task_data(splits, pre)
+        channels = f"{data.channels} channel(s), " if data.channels else ""  # texts have none
         rep.log(f"data {recipe.data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
-                f"{data.num_classes} classes, {data.channels} channel(s), {pre.describe()}")
+                f"{data.num_classes} classes, {channels}{pre.describe()}")
         built = adapter.build(data.num_classes)
         w = built.weights_report
         rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
