@@ -118,7 +118,8 @@ def _tokenizer(tokenizer_json: str, max_length: int):
     try:
         tok = Tokenizer.from_str(tokenizer_json)
     except Exception as e:  # the Rust library raises a plain Exception for malformed JSON
-        raise DataError(f"the tokenizer cannot be read ({str(e)[:80]}): give the model folder's tokenizer.json") from None
+        raise DataError(f"the tokenizer cannot be read ({str(e)[:80]}): give the model folder's "
+                        f"tokenizer.json") from None
     tok.no_padding()
     tok.enable_truncation(max_length)
     return tok
