@@ -109,6 +109,11 @@ def test_tables_read_the_named_columns(tmp_path, suffix):
         load_dataset(str(path))
 
 
+def test_usual_column_names_win_over_longer_columns(tmp_path):
+    rows = [{"description": "a long description " * 5, "text": f"short {i}", "stars": i % 2} for i in range(6)]
+    assert guess_columns(_table(tmp_path / "t.csv", rows)) == ("text", "stars")  # stars: the fewest values
+
+
 def test_numeric_labels_are_ordered_as_numbers(tmp_path):
     rows = [{"text": f"t {i}", "label": lab} for i, lab in enumerate([10, 2, 2, 10, 2, 10, 2, 10, 1, 1, 1, 1])]
     d = load_dataset(str(_table(tmp_path / "t.jsonl", rows)), val_fraction=0.25, test_fraction=0.25)
@@ -123,6 +128,14 @@ def test_a_separate_test_table_is_mapped_by_class_name(tmp_path):
     bad = _table(tmp_path / "other.jsonl", [{"text": "y", "label": "c"}, {"text": "z", "label": "a"}])
     with pytest.raises(DataError, match="different classes"):
         load_dataset(str(tr), test=str(bad))
+
+
+def test_evaluation_data_is_mapped_into_the_models_classes_by_name(tmp_path):
+    only_spam = _table(tmp_path / "spam.jsonl", [{"text": "win cash", "label": "spam"}] * 3)
+    split = load_eval_examples(str(only_spam), ["ham", "spam"], _pre())
+    assert list(split.labels) == [1, 1, 1] and list(split.raw) == ["win cash"] * 3
+    with pytest.raises(DataError, match="class eggs is not one of the model's classes"):
+        load_eval_examples(str(_table(tmp_path / "e.csv", [{"text": "x", "label": "eggs"}])), ["ham", "spam"], _pre())
 
 
 def test_bad_jsonl_line_names_the_line(tmp_path):

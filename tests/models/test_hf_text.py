@@ -28,6 +28,15 @@ def test_recipe_section_picks_the_kind(bert):
     assert isinstance(a, HfTextAdapter) and a.sequence_length() == 24 and a.pooling == "cls"
 
 
+def test_other_weights_than_the_folders_own_are_refused(bert):
+    from slimship.recipe import parse_recipe
+
+    r = parse_recipe({"model": {"kind": "hf-text", "architecture": str(bert), "weights": "other.safetensors"},
+                      "data": {"source": "x"}})
+    with pytest.raises(ModelError, match="loads its own folder's safetensors"):
+        adapter_for(r.model)
+
+
 def test_build_loads_the_folders_safetensors_and_scratch_does_not(bert):
     from safetensors.torch import load_file
 

@@ -156,6 +156,10 @@ def is_hf_text_model(name: str) -> bool:
 @MODEL_KINDS.register("hf-text", help="Hugging Face text encoders (local folder or installed package), mean/CLS "
                                       "pooling + linear head; token ids in")
 def _hf_text(section) -> HfTextAdapter:
+    weights = getattr(section, "weights", None)
+    if weights is not None and str(weights).lower() != "none":
+        raise ModelError(f"model.weights {weights!r}: an hf-text model loads its own folder's safetensors; set "
+                         f"weights: null (or none for random init) and point model.architecture at the folder")
     return HfTextAdapter(section.architecture, getattr(section, "max_length", None),
                          getattr(section, "pooling", "mean") or "mean", section.weights)
 

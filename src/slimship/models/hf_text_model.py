@@ -1,10 +1,10 @@
-"""Hugging Face text encoders as slimship classifiers: find the model folder, load it offline from safetensors, put a
-classification head on its pooled output, export it to ONNX with dynamic batch and sequence length.
+"""Hugging Face text encoders as slimship classifiers (the torch side of :mod:`slimship.models.hf_text`): load a
+model folder offline from safetensors, put a classification head on its pooled output, export it to ONNX with
+dynamic batch and sequence length.
 
-Nothing is fetched: ``HF_HUB_OFFLINE=1`` is set before transformers is imported, a model comes from a folder
-(``config.json`` + ``*.safetensors`` + tokenizer files) or from an installed Python package that holds such a
-folder, and weights load through safetensors only (``use_safetensors=True``: a pickled ``.bin`` is never read).
-``trust_remote_code`` stays off, so no code from a model folder runs.
+Nothing is fetched: ``HF_HUB_OFFLINE=1`` is set before transformers is imported, and weights load through
+safetensors only (``use_safetensors=True``: a pickled ``.bin`` is never read). ``trust_remote_code`` stays off, so
+no code from a model folder runs.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class TextClassifier(nn.Module):
         return self.head(self.features(ids))
 
 
-# ---- finding and reading a model folder ------------------------------------------------------------------
+# ---- reading a model folder ------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=16)
