@@ -82,7 +82,7 @@ def test_init_defaults_are_the_measured_best_in_epochs():
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml"))
-                         + [Path(__file__).parents[1] / "src/slimship/recipes/demo.yaml"], ids=lambda p: p.name)
+                         + sorted(Path(__file__).parents[1].glob("src/slimship/recipes/*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_validate(path):
     load_recipe(path)
 

@@ -135,8 +135,9 @@ def open_stages(recipe: Recipe, out: Path, rep: Reporter, dev=None) -> Stages:
     splits = load_task_data(recipe.data, seed=recipe.seed)
     pre = adapter.preprocessing(splits.channels)
     data = prepare_task_data(splits, pre)
+    channels = f"{data.channels} channel(s), " if data.channels else ""  # texts have none
     rep.log(f"data {recipe.data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
-            f"{data.num_classes} classes, {data.channels} channel(s), {pre.describe()}")
+            f"{data.num_classes} classes, {channels}{pre.describe()}")
     built = adapter.build(data.num_classes)
     w = built.weights_report
     rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
@@ -246,7 +247,7 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
         "slimship_version": __import__("slimship").__version__,
         "recipe": recipe.name,
         "dataset": {**data.info, "class_names": data.class_names, "num_classes": data.num_classes,
-                    **pre.summary(), "preprocessing": pre.to_dict()},
+                    **pre.summary(), "input": pre.describe(), "preprocessing": pre.to_dict()},
         "reference": reference,
         "accuracy_budget_points": recipe.compress.accuracy_budget,
         "selected": winner.name,

@@ -1,13 +1,16 @@
-"""slimship predict: classify image files (or folders of them) with a package, a batch at a time."""
+"""slimship predict: classify image files or folders of them (or texts / text files, with a text package), a batch
+at a time."""
 
-HELP = "classify image files or folders of images with a .slim package"
+HELP = "classify image files or folders of images, or texts and text files (.txt, .eml) with a text package"
 
 
 def add_arguments(p) -> None:
     p.add_argument("package", help=".slim package")
     p.add_argument("--base", metavar="BASE.slim",
                    help="for a task stored as a delta: its base package (default: the matching .slim next to it)")
-    p.add_argument("images", nargs="+", help="image files (any Pillow format) or folders of images (recursive)")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files (any Pillow format) or folders of images (recursive); for a text package: "
+                        "texts in quotes or .txt/.eml files")
     p.add_argument("--top", type=int, default=3, help="classes to show per image")
     p.add_argument("--batch-size", type=int, default=64, help="images decoded and classified at once (default 64)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -26,6 +29,6 @@ def run(args) -> int:
         print(json.dumps(list(rows), indent=2))
     else:  # printed as each batch is classified
         for r in rows:
-            print(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f} %" for t in r["top"]),
-                  flush=True)
+            print(f"{r.get('image', r.get('text'))}: " + ", ".join(f"{t['class']} {100 * t['probability']:.1f} %"
+                                                             for t in r["top"]), flush=True)
     return 0

@@ -53,6 +53,11 @@ class ArraySplit:
     def channels(self) -> int:
         return int(self.images.shape[-1])
 
+    @property
+    def raw(self) -> np.ndarray:
+        """The examples as the model's preprocessing reads them (the images)."""
+        return self.images
+
     def subset(self, idx) -> ArraySplit:
         """Return the rows selected by ``idx`` (index array, boolean mask or slice) as a new split."""
         return ArraySplit(self.images[idx], self.labels[idx])

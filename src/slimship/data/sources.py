@@ -105,6 +105,8 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         package="dataset-fashion-mnist",
     ),
 }
+#: Every built-in data set's name (kinds of other examples add theirs), for messages.
+BUILTIN_NAMES: list[str] = list(BUILTIN_DATASETS)
 _BUILTIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                   "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -116,10 +118,18 @@ class SourceKind:
     ``load(target, channels=None, size=None)`` returns a :class:`_Loaded`; ``channels``/``size`` (W, H)
     force the output format, ``None`` lets the source decide. ``native_size`` is True when all images of
     the source already share one size (arrays), so resizing can wait until after subsampling.
+
+    A kind of other examples (texts: :mod:`slimship.data.text`) brings its own ``claim(source)`` (the target
+    when ``source`` is of this kind, else None; asked before the image rules), ``splits(target, **load_dataset
+    arguments)`` and ``eval_split(target, class_names, options)``, and names what it holds in ``examples``.
     """
 
-    load: Callable[..., _Loaded]
+    load: Callable[..., _Loaded] | None
     native_size: bool
+    examples: str = "images"
+    claim: Callable[[str], str | None] | None = None
+    splits: Callable[..., DatasetSplits] | None = None
+    eval_split: Callable[..., object] | None = None
 
 
 SOURCES: Registry[SourceKind] = Registry("data source")
@@ -133,9 +143,10 @@ SOURCES: Registry[SourceKind] = Registry("data source")
 def resolve_source(source: str) -> tuple[str, str]:
     """Work out what kind of data source ``source`` names.
 
-    Resolution order: a built-in name (case-insensitive, ``_`` = ``-``; it wins over a same-named folder in
-    the working directory, write ``./fashion-mnist`` for the folder), then a path: a ``.npz`` file, a folder
-    holding idx files, a folder of class sub-folders.
+    Resolution order: a kind that claims ``source`` (the text kinds of :mod:`slimship.data.text`: their
+    built-in name, a ``.csv``/``.jsonl``, a folder of text files per class), a built-in name (case-insensitive,
+    ``_`` = ``-``; it wins over a same-named folder in the working directory, write ``./fashion-mnist`` for the
+    folder), then a path: a ``.npz`` file, a folder holding idx files, a folder of class sub-folders.
 
     Args:
         source: a built-in name or a path (``~`` is expanded).
@@ -147,6 +158,10 @@ def resolve_source(source: str) -> tuple[str, str]:
     Raises:
         DataError: the built-in is not installed, the path does not exist, or it is not a usable source.
     """
+    for entry in SOURCES.list():
+        target = entry.obj.claim(source) if entry.obj.claim is not None else None
+        if target is not None:
+            return entry.name, target
     name = source.strip().lower().replace("_", "-")
     if name in BUILTIN_DATASETS:
         _require_builtin(name)
@@ -159,16 +174,16 @@ def resolve_source(source: str) -> tuple[str, str]:
                         f"path") from None
     if not exists:
         raise DataError(
-            f"data path {source} does not exist: pass a folder with one sub-folder per class, idx files, "
-            f"a .npz, or a built-in name ({', '.join(BUILTIN_DATASETS)})"
+            f"data path {source} does not exist: pass a folder with one sub-folder per class (images or texts), "
+            f"idx files, a .npz, a .csv/.jsonl of texts, or a built-in name ({', '.join(BUILTIN_NAMES)})"
         )
     path = path.resolve()
     if path.is_file():
         if path.suffix.lower() == ".npz":
             return "npz", str(path)
         raise DataError(
-            f"data file {source} is not a .npz archive: pass a .npz, a folder of idx files, or a folder "
-            f"with one sub-folder per class"
+            f"data file {source} is not a .npz archive or a table of texts: pass a .npz, a .csv/.tsv/.jsonl, a "
+            f"folder of idx files, or a folder with one sub-folder per class"
         )
     if _find_idx_images(path):
         return "idx", str(path)
@@ -193,6 +208,7 @@ def load_dataset(
     image_size: int | None = None,
     seed: int = 0,
     lazy: bool = False,
+    options: dict | None = None,
 ) -> DatasetSplits:
     """Load a data source and cut it into train / validation / test splits.
 
@@ -211,6 +227,7 @@ def load_dataset(
         lazy: an image folder is not decoded: its splits hold :class:`~slimship.data.files.ImageFiles`, which a
             preprocessing decodes one image at a time straight to the model's input size (what ``slimship run``
             does, so memory does not follow the photos' resolution). Only without ``image_size``.
+        options: settings of a kind of source (a text table's ``text_column`` / ``label_column``).
 
     Returns:
         :class:`DatasetSplits` (see its ``info`` for provenance).
@@ -218,6 +235,10 @@ def load_dataset(
     Raises:
         DataError: on any problem with the data or the arguments; the message says what to do.
     """
+    kind, target = resolve_source(source)
+    if SOURCES.get(kind).splits is not None:  # a kind of other examples (texts) splits itself, by the same rules
+        return SOURCES.get(kind).splits(target, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
+                                        train_limit=train_limit, test_limit=test_limit, seed=seed, options=options)
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
     _check_positive("train_limit", train_limit)
@@ -228,7 +249,6 @@ def load_dataset(
     if lazy and size is not None:
         raise ValueError("lazy loading leaves resizing to the preprocessing: pass image_size=None")
 
-    kind, target = resolve_source(source)
     if test is None:
         entry = SOURCES.get(kind)
         if kind == "folder":

@@ -75,7 +75,7 @@ class ImagePreprocessing:
         return augment(batch, generator, hflip, shift)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImagePreprocessing":
+    def from_dict(cls, d: dict, read_file=None) -> "ImagePreprocessing":  # images need no data files
         """Rebuild from :meth:`to_dict` (a package manifest), checking every value: integers within
         [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE] and CHANNELS (gray may feed an RGB model, not the reverse), one finite
         mean and std per model channel within bounds, a known interpolation, no unknown field (a newer

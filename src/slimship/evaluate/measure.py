@@ -82,12 +82,6 @@ class Measurement:
             del d["pytorch_eager_latency_ms"]
         return {**d, **extra}
 
-    def ship_in(self, runtime: str) -> None:
-        """Make ``runtime`` the one this model ships for: its headline figures become that runtime's."""
-        f = self.runtimes[runtime]
-        self.runtime, self.accuracy, self.val_accuracy = runtime, f["accuracy"], f["val_accuracy"]
-        self.latency_ms = dict(f.get("latency_ms", {}))
-
 
 @dataclass(frozen=True)
 class EvalSet:
@@ -155,7 +149,7 @@ def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], e
 
     sessions = {(m.name, rt): session(graphs[m.name], rt) for m in measurements for rt in m.runtimes}
     lat = interleaved_session_stats(sessions, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
-                                    rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP)
+                                    rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP, example=example_input)
     del sessions
     for m in measurements:
         for rt, f in m.runtimes.items():
@@ -170,8 +164,11 @@ def measure_memory(measurements: list[Measurement], graphs: dict[str, bytes], ex
     (:mod:`slimship.evaluate.memory`)."""
     from slimship.evaluate.memory import peak_memory
 
+    x = example_input.numpy() if hasattr(example_input, "numpy") else np.asarray(example_input)
+    dtype = "int64" if np.issubdtype(x.dtype, np.integer) else "float32"
     for m in measurements:
-        m.memory = peak_memory(graphs[m.name], tuple(example_input.shape[1:]), batch_sizes, runtime=m.runtime)
+        m.memory = peak_memory(graphs[m.name], tuple(example_input.shape[1:]), batch_sizes, runtime=m.runtime,
+                               dtype=dtype)
 
 
 def predictions_arrays(measurements: list[Measurement], test_labels: np.ndarray) -> dict[str, np.ndarray]:

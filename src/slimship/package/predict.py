@@ -26,23 +26,24 @@ def top_classes(logits: np.ndarray, class_names: Sequence[str], top: int = 3) ->
 
 def iter_predictions(pkg: Any, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
                      batch_size: int = 64) -> Iterator[dict]:
-    """``{"image": path (or index in an array), "top": [...]}`` per image of a loaded package (``LoadedPackage``:
-    no import of it here, pack.py calls this), one batch of ``batch_size`` images classified at a time: image
-    files or folders of them (any Pillow format and size; decoded one at a time, straight to the package's input
-    size), or uint8 images ``[N, H, W, C]`` as the data sources deliver them. Raises DataError for no images, a
-    missing path, a folder without images, or a file that is not an image."""
+    """``{"image": path (or index in an array), "top": [...]}`` per input of a loaded package (``LoadedPackage``:
+    no import of it here, pack.py calls this), ``batch_size`` inputs classified at a time. Inputs are image files
+    or folders of them (any Pillow format and size; decoded a slice at a time, straight to the package's input
+    size), or uint8 images ``[N, H, W, C]`` as the data sources deliver them; for a text package, texts or text
+    files (.txt, .eml), and the key is ``"text"`` (the file, or the text's start). Raises DataError for no inputs,
+    a missing path, a folder without images, or a file that is not an image."""
+    from slimship.data.inputs import examples_of, read_inputs
+
+    key = "text" if examples_of(pkg.preprocessing) == "texts" else "image"
     if isinstance(images, np.ndarray):
         source, names = images, list(range(len(images)))
     else:
-        from slimship.data import image_files
-
-        paths = [images] if isinstance(images, (str, Path)) else list(images)
-        source = image_files([str(p) for p in paths], pkg.preprocessing.channels)
-        names = [str(p) for p in source.paths]
+        items = [images] if isinstance(images, (str, Path)) else list(images)
+        names, source = read_inputs([str(p) for p in items], pkg.preprocessing)
     step = max(1, int(batch_size))
     for i in range(0, len(names), step):
         rows = top_classes(pkg.logits(source[i : i + step]), pkg.class_names, top)
-        yield from ({"image": name, "top": row} for name, row in zip(names[i : i + step], rows))
+        yield from ({key: name, "top": row} for name, row in zip(names[i : i + step], rows))
 
 
 def predict_images(pkg: Any, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,

@@ -38,12 +38,16 @@ class Budget(_Strict):
 
 class ModelSection(_Strict):
     kind: str = Field("timm-image", description="the model kind (slimship list): how to build, train and export it")
-    architecture: str
+    architecture: str = Field(description="timm-image: a timm architecture; hf-text: a Hugging Face model folder "
+                                          "or an installed package holding one")
     weights: str | None = Field(None, description="weight package name, .safetensors/.pth path, or none")
     trust_pickle: bool = False
     image_size: int = Field(64, ge=8, le=1024)
     mean: list[float] | None = None
     std: list[float] | None = None
+    # text kinds (hf-text)
+    max_length: int | None = Field(None, ge=8, le=8192, description="tokens per text (null: 256, capped by the model)")
+    pooling: Literal["mean", "cls"] = "mean"
 
 
 class DataSection(_Strict):
@@ -54,6 +58,9 @@ class DataSection(_Strict):
     train_limit: int | None = Field(None, ge=2)
     val_limit: int | None = Field(None, ge=2)
     test_limit: int | None = Field(None, ge=2)
+    # text tables (.csv / .tsv / .jsonl)
+    text_column: str = "text"
+    label_column: str = "label"
 
 
 class Augment(_Strict):
