@@ -114,5 +114,7 @@ def test_interpolation_is_recorded_and_old_packages_keep_plain_bilinear():
     assert ImagePreprocessing.from_dict({**pre.to_dict(), "interpolation": "bilinear"}).interpolation == "bilinear"
     old = {k: v for k, v in pre.to_dict().items() if k != "interpolation"}
     assert ImagePreprocessing.from_dict(old).interpolation == "bilinear"
-    with pytest.raises(PackageError, match="unknown interpolation 'lanczos'"):
-        ImagePreprocessing.from_dict({**pre.to_dict(), "interpolation": "lanczos"})
+    from slimship.core.preprocessing import preprocessing_from_dict
+
+    with pytest.raises(PackageError, match="interpolation 'lanczos' is not one of bilinear, bilinear-antialias"):
+        preprocessing_from_dict({**pre.to_dict(), "interpolation": "lanczos"})

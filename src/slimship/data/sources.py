@@ -158,6 +158,12 @@ def resolve_source(source: str) -> tuple[str, str]:
     Raises:
         DataError: the built-in is not installed, the path does not exist, or it is not a usable source.
     """
+    path = Path(source).expanduser()
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+        raise DataError(f"data path {source} cannot be used ({getattr(e, 'strerror', None) or e}): check the "
+                        f"path") from None
     for entry in SOURCES.list():
         target = entry.obj.claim(source) if entry.obj.claim is not None else None
         if target is not None:
@@ -166,12 +172,6 @@ def resolve_source(source: str) -> tuple[str, str]:
     if name in BUILTIN_DATASETS:
         _require_builtin(name)
         return name, name
-    path = Path(source).expanduser()
-    try:
-        exists = path.exists()
-    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
-        raise DataError(f"data path {source} cannot be used ({getattr(e, 'strerror', None) or e}): check the "
-                        f"path") from None
     if not exists:
         raise DataError(
             f"data path {source} does not exist: pass a folder with one sub-folder per class (images or texts), "

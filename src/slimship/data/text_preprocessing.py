@@ -38,9 +38,10 @@ class TextPreprocessing:
     tokenizer: str | None = field(default=None, repr=False)  # the tokenizer.json text (None: ids only)
     onnx_input_type = 7  # int64 token ids (ONNX TensorProto.INT64)
 
-    def input_shape(self) -> tuple[int | None, ...]:
-        """One model input row: up to ``max_length`` token ids (the graph's sequence axis is dynamic)."""
-        return (None,)
+    def input_shape(self) -> tuple[int, ...]:
+        """One model input row at most: ``max_length`` token ids (the graph's sequence axis is dynamic, and
+        batches are trimmed to their longest row)."""
+        return (self.max_length,)
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "max_length": self.max_length, "pad_id": self.pad_id, "vocab_size": self.vocab_size}

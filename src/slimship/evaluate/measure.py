@@ -119,7 +119,6 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
     from slimship.models.factory import count_params
 
     params, nonzero = count_params(model)
-    k = num_classes or int(max(val.labels.max(initial=0), test.labels.max(initial=0)) + 1)
     figures, preds = {}, {}
     for rt in runtimes or available_runtimes():
         sess = session(graph, rt)
@@ -128,6 +127,8 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
         preds[rt] = (vp, tp)
         figures[rt] = {"accuracy": float((tp == test.labels).mean()) if len(tp) else float("nan"),
                        "val_accuracy": float((vp == val.labels).mean()) if len(vp) else float("nan")}
+    seen = [val.labels, test.labels, *(p for pair in preds.values() for p in pair)]
+    k = num_classes or int(max(int(np.max(a, initial=0)) for a in seen) + 1)  # classes the labels or outputs name
     first = next(iter(figures))
     m = Measurement(name=name, kind=kind, accuracy=figures[first]["accuracy"],
                     val_accuracy=figures[first]["val_accuracy"], onnx_bytes=len(graph), params=params,
