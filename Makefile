@@ -1,11 +1,14 @@
 # The two commands of the README. Both set the machine up first (idempotent).
-.PHONY: setup demo test bench
+.PHONY: setup demo demo-text test bench
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	.venv/bin/slimship demo
+
+demo-text: setup
+	.venv/bin/slimship demo --text
 
 test: setup
 	.venv/bin/python -m pytest -q

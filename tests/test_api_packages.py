@@ -52,7 +52,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 def test_evaluate_package_reproduces_recorded_accuracy(name, test_split):
     data, *_ = test_split
     r = evaluate_package(FIXTURES / f"{name}.slim", data)
-    assert set(r) == {"package", "data", "images", "accuracy", "recorded_accuracy", "seconds", "runtime"}
+    assert set(r) == {"package", "data", "images", "examples", "example_kind", "accuracy", "recorded_accuracy",
+                      "seconds", "runtime"}
+    assert r["example_kind"] == "images" and r["examples"] == r["images"]
     assert r["images"] == 36 and r["runtime"] == "onnxruntime" and r["seconds"] >= 0
     assert r["package"] == str(FIXTURES / f"{name}.slim") and r["data"] == str(data)
     assert r["accuracy"] == pytest.approx(r["recorded_accuracy"], abs=1e-9)

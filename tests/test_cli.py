@@ -197,3 +197,35 @@ def test_init_checks_its_inputs_at_once(tmp_path, tiny_npz):
     _one_line_error(_cli("init", "--model", "test_efficientnet", "--data", str(tmp_path / "nope")), "does not exist")
     _one_line_error(_cli("init", "--model", "test_efficientnet", "--weights", str(tmp_path / "w.pth"),
                          "--data", str(tiny_npz)), "not found")
+
+
+def test_hostile_recipes_get_one_short_line_before_anything_runs(tmp_path, tiny_npz):
+    out = tmp_path / "o"
+    laughs = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)])
+    cases = [
+        (b"name: \xff\nmodel: {}\n", "not UTF-8 text"),
+        (laughs.encode(), "aliases (*name) are expanded"),
+        (yaml.safe_dump(tiny_recipe(str(tiny_npz))).replace("epochs: 3", "epochs: .inf").encode(), "not a finite number"),
+        (yaml.safe_dump(tiny_recipe(str(tiny_npz), evaluate={"batch_sizes": [-5]})).encode(), "evaluate.batch_sizes.0"),
+        (yaml.safe_dump(tiny_recipe(str(tiny_npz), seed=10**23)).encode(), "seed"),
+    ]
+    for text, phrase in cases:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_bytes(text)
+        _one_line_error(_cli("run", str(recipe), "--out", str(out), "--quiet"), phrase)
+    assert not out.exists()  # refused while reading the recipe: no folder, no training
+
+
+def test_cli_errors_are_cut_and_terminal_escapes_shown_escaped(tmp_path):
+    from slimship.cli.main import one_line
+
+    assert one_line("a\nb\x1b[2Jc") == "a b\\x1b[2Jc"
+    cut = one_line("x" * 100_000)
+    assert len(cut) <= 1000 and "characters left out" in cut
+    long_path = tmp_path / ("d" * 200) / ("e" * 200) / "\x1b[31mdata"  # does not exist
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(str(long_path) * 40)))
+    p = _cli("run", str(recipe), "--out", str(tmp_path / "o"), "--quiet")
+    _one_line_error(p, "cannot be used (File name too long)")
+    assert len(p.stderr) < 1100 and "\x1b" not in p.stderr and "\\x1b[31m" in p.stderr

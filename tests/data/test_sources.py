@@ -122,7 +122,8 @@ def fill_values(split: ArraySplit) -> np.ndarray:
 
 
 def test_registry_lists_every_kind():
-    assert {e.name for e in SOURCES.list()} == {"folder", "idx", "npz", "fashion-mnist"}
+    assert {e.name for e in SOURCES.list()} == {"folder", "idx", "npz", "fashion-mnist", "spam-assassin", "text-folder",
+                                               "text-table"}
     assert all(e.help for e in SOURCES.list())
 
 
@@ -604,8 +605,8 @@ def _bad_npz_objects(p: Path) -> str:
 
 
 def _bad_not_npz_file(p: Path) -> str:
-    p.with_suffix(".csv").write_text("a,b")
-    return str(p.with_suffix(".csv"))
+    p.with_suffix(".dat").write_text("a,b")  # (.csv is a table of texts)
+    return str(p.with_suffix(".dat"))
 
 
 BAD_SOURCES = {

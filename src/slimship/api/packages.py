@@ -1,5 +1,5 @@
-"""Using a ``.slim`` package from Python: load it, measure its accuracy on labelled data, classify images with it,
-and describe what is inside it.
+"""Using a ``.slim`` package from Python: load it, measure its accuracy on labelled data, classify images (or texts)
+with it, and describe what is inside it.
 
 These are the functions behind ``slimship eval``, ``predict`` and ``inspect`` (the commands only parse their
 arguments and print what these return) and behind the benchmarks' scoring of packages. Each imports what it
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,57 +81,76 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
 
     Args:
         package: a ``.slim`` path, or a package from :func:`load`.
-        data: a data source as in a recipe (class folders, idx files, ``.npz``, ``fashion-mnist``); a source
-            with its own test split contributes that split, else all its images. Classes are matched to the
-            package's by name where the source names them.
+        data: a data source as in a recipe (class folders, idx files, ``.npz``, ``fashion-mnist``; for a text
+            package: text folders, ``.csv``/``.jsonl`` read with the package's recipe's column names,
+            ``spam-assassin``); a source with its own test split contributes that split, else all its examples.
+            Classes are matched to the package's by name where the source names them.
         base: the base package of a delta package given by path (see :func:`load`).
         runtime: for a package given by path, the runtime to run it in (see :func:`load`).
 
     Returns:
-        ``{"package", "data", "images", "accuracy", "recorded_accuracy", "seconds", "runtime"}``: ``accuracy``
-        in [0, 1] (NaN for no images), ``recorded_accuracy`` the test accuracy measured when the package was
+        ``{"package", "data", "images", "examples", "example_kind", "accuracy", "recorded_accuracy", "seconds",
+        "runtime"}``: ``examples`` (and, for compatibility, ``images``) how many were scored, ``example_kind``
+        "images" or "texts", ``accuracy`` in [0, 1] (NaN for none), ``recorded_accuracy`` the test accuracy measured when the package was
         made (None if it records none), ``seconds`` the inference time, rounded to 1 ms. This is what
         ``slimship eval --json`` prints.
 
     Raises:
-        PackageError: as :func:`load`. DataError: the data cannot be read, or has classes the package lacks.
-        ValueError: ``base`` with a package loaded already (give it to :func:`load`).
+        PackageError: as :func:`load`. DataError: the data cannot be read, holds the other kind of examples,
+            or has classes the package lacks. ValueError: ``base`` with a package loaded already.
     """
-    from slimship.data import load_eval_split
+    from slimship.data.inputs import examples_of, load_eval_examples
 
     pkg = _loaded(package, base, runtime)
-    split = load_eval_split(str(data), pkg.class_names, pkg.preprocessing.channels, None)
+    # lazy: an image folder is decoded a chunk at a time, straight to the package's input size
+    split = load_eval_examples(str(data), pkg.class_names, pkg.preprocessing, _source_options(pkg), lazy=True)
     t0 = time.perf_counter()
-    logits = pkg.logits(split.images)
+    logits = pkg.logits(split.raw)
     secs = time.perf_counter() - t0
     acc = float((logits.argmax(1) == split.labels).mean()) if len(split) else float("nan")
-    return {"package": _name(package), "data": str(data), "images": len(split), "accuracy": acc,
+    return {"package": _name(package), "data": str(data), "images": len(split), "examples": len(split),
+            "example_kind": examples_of(pkg.preprocessing), "accuracy": acc,
             "recorded_accuracy": pkg.manifest.get("metrics", {}).get("accuracy"),
             "seconds": round(secs, 3), "runtime": pkg.runtime}
 
 
-def predict(package: PackageRef, images: Sequence[str | Path] | np.ndarray, top: int = 3,
-            base: str | Path | None = None) -> list[dict]:
-    """Classify images with a package: softmax probabilities of its logits, the ``top`` most likely classes.
+def predict(package: PackageRef, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+            base: str | Path | None = None, batch_size: int = 64) -> list[dict]:
+    """Classify images (or texts, with a text package) with a package: softmax probabilities of its logits, the
+    ``top`` most likely classes.
 
     Args:
         package: a ``.slim`` path, or a package from :func:`load`.
-        images: image files (any Pillow format, converted to the package's channels; all of one size; one
-            path alone is one image), or images as the data sources deliver them (uint8 ``[N, H, W, C]``, any
-            size).
+        images: image files or folders of images (any Pillow format, any size; a folder contributes every image
+            inside it, recursively, in sorted order; one path alone is one file or folder), or images as the data
+            sources deliver them (uint8 ``[N, H, W, C]``, any size). Files are decoded ``batch_size`` at a time,
+            each straight to the package's input size, so memory does not grow with the number of images. For a
+            text package: texts, or text files (``.txt`` as UTF-8, ``.eml`` as mail: subject + text parts); an
+            item naming an existing file is read from it.
         top: classes to return per image, most likely first (at least 1, at most all of them).
         base: the base package of a delta package given by path (see :func:`load`).
+        batch_size: images decoded and classified at once.
 
     Returns:
-        One dict per image, in order: ``{"image": its path (or its index in an array), "top": [{"class": name,
-        "probability": p}, ...]}`` with ``p`` rounded to 4 decimals. This is what ``slimship predict --json``
+        One dict per input, in order: ``{"image": its path (or its index in an array), "top": [{"class": name,
+        "probability": p}, ...]}`` (``"text"`` instead of ``"image"`` for a text package: the file, or the text's
+        first 40 characters) with ``p`` rounded to 4 decimals. This is what ``slimship predict --json``
         prints.
 
     Raises:
-        PackageError: as :func:`load`. DataError: no images, a file that is missing or not an image, or files
-            of different sizes. ValueError: ``base`` with a package loaded already (give it to :func:`load`).
+        PackageError: as :func:`load`. DataError: no images, a path that is missing, a folder without images, or
+            a file that is not an image. ValueError: ``base`` with a package loaded already (give it to
+            :func:`load`).
     """
-    return _loaded(package, base).predict(images, top)
+    return list(iter_predictions(package, images, top=top, base=base, batch_size=batch_size))
+
+
+def iter_predictions(package: PackageRef, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+                     base: str | Path | None = None, batch_size: int = 64) -> Iterator[dict]:
+    """:func:`predict`, one row at a time, as each batch is classified (what ``slimship predict`` prints from)."""
+    from slimship.package.predict import iter_predictions as rows
+
+    return rows(_loaded(package, base), images, top, batch_size)
 
 
 def inspect_package(path: str | Path, layers: bool = False) -> dict:
@@ -181,6 +200,13 @@ def inspect_package(path: str | Path, layers: bool = False) -> dict:
 
         info["layers"] = [asdict(r) for r in _layer_rows(path)]
     return info
+
+
+def _source_options(pkg: LoadedPackage) -> dict:
+    """How the package's own recipe read its data (a text table's column names), to read evaluation data alike."""
+    data = pkg.manifest.get("recipe", {}).get("data", {})
+    data = data if isinstance(data, dict) else {}
+    return {k: str(data[k]) for k in ("text_column", "label_column") if isinstance(data.get(k), str)}
 
 
 def _loaded(package: PackageRef, base: str | Path | None, runtime: str | None = None) -> LoadedPackage:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slimship.api.run_folder import RunFolder
 from slimship.core.atomic import write_atomically, write_text_atomically
 from slimship.core.cache import StageCache, stage_key
-from slimship.core.errors import SlimshipError
 from slimship.core.progress import Reporter
 from slimship.recipe import Recipe, recipe_to_dict
 
@@ -29,6 +29,8 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     ``device`` ("cpu", "cuda", "auto") overrides the recipe's ``device.type``. Launched by torchrun, every process
     calls this; training and evaluation are shared between them and only rank 0 writes (docs/distributed.md).
     Returns the metrics dictionary (the content of metrics.json) on every process. Raises SlimshipError for bad input.
+    While the outputs are written, OUT/INCOMPLETE marks the folder unfinished; a killed run leaves it there and
+    the next run into OUT repairs the folder (see :mod:`slimship.api.run_folder`).
     """
     import torch
 
@@ -38,8 +40,11 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     runtimes_to_measure(recipe.evaluate.runtimes)  # a runtime the recipe asks for but is missing: fail before training
     t_start = time.perf_counter()
     dev = run_device(recipe, device)
-    out, world = output_folder(out, fresh, dev.world), dev.world
+    folder, world = open_run_folder(out, fresh, dev.world), dev.world  # api/run_folder.py
+    out = folder.path
     rep = Reporter(out / "run.log" if world.main else None, quiet=quiet or not world.main)
+    for note in folder.notes:
+        rep.log(note)
     try:
         rep.log(f"device: {_where(dev)}")
         st = open_stages(recipe, out, rep, dev)
@@ -47,11 +52,13 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         devices = world.all_gather_json(f"{dev.describe()['device']} ({dev.name()})")
         metrics = None
         if world.main:  # measuring and packaging are rank 0's alone; the others wait for its metrics
+            folder.begin_outputs()  # from here until finish() the folder is marked INCOMPLETE
             metrics = _measure_and_package([*st.transferred.models, *compressed], st.reference.name, st, out)
             metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
                            device={**dev.describe(), "devices": devices}, measured_on=_measured_on(),
                            reference_choice=st.transferred.choice)
             _write_reports(metrics, out, rep)
+            folder.finish()
             rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
         return world.broadcast_json(metrics)
     finally:
@@ -128,8 +135,9 @@ def open_stages(recipe: Recipe, out: Path, rep: Reporter, dev=None) -> Stages:
     splits = load_task_data(recipe.data, seed=recipe.seed)
     pre = adapter.preprocessing(splits.channels)
     data = prepare_task_data(splits, pre)
+    channels = f"{data.channels} channel(s), " if data.channels else ""  # texts have none
     rep.log(f"data {recipe.data.source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
-            f"{data.num_classes} classes, {data.channels} channel(s), {pre.describe()}")
+            f"{data.num_classes} classes, {channels}{pre.describe()}")
     built = adapter.build(data.num_classes)
     w = built.weights_report
     rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
@@ -148,19 +156,18 @@ def open_stages(recipe: Recipe, out: Path, rep: Reporter, dev=None) -> Stages:
     return Stages(recipe, rd, adapter, data, pre, cache, dev, transferred, ctx, rep)
 
 
-def output_folder(out: str | Path, fresh: bool = False, world=None) -> Path:
-    """``out`` as a folder, made (and emptied of cached stages with ``fresh``) by rank 0 only."""
-    out = Path(out)
-    main = world is None or world.main
-    if main:
-        if out.exists() and not out.is_dir():
-            raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
-        out.mkdir(parents=True, exist_ok=True)
-        if fresh and (out / ".work").exists():
-            shutil.rmtree(out / ".work")
+def open_run_folder(out: str | Path, fresh: bool = False, world=None) -> RunFolder:
+    """``out`` as a run folder, made (and emptied of cached stages with ``fresh``, and of a killed run's temporary
+    files) by rank 0 only."""
+    folder = RunFolder.open(out, fresh) if world is None or world.main else RunFolder(Path(out))
     if world is not None:
         world.barrier()
-    return out
+    return folder
+
+
+def output_folder(out: str | Path, fresh: bool = False, world=None) -> Path:
+    """``out`` as a folder (see :func:`open_run_folder`)."""
+    return open_run_folder(out, fresh, world).path
 
 
 def package_context(st: Stages, folder: Path):
@@ -240,7 +247,7 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
         "slimship_version": __import__("slimship").__version__,
         "recipe": recipe.name,
         "dataset": {**data.info, "class_names": data.class_names, "num_classes": data.num_classes,
-                    **pre.summary(), "preprocessing": pre.to_dict()},
+                    **pre.summary(), "input": pre.describe(), "preprocessing": pre.to_dict()},
         "reference": reference,
         "accuracy_budget_points": recipe.compress.accuracy_budget,
         "selected": winner.name,

@@ -1,6 +1,6 @@
 """slimship eval: accuracy of a package on a data set, with the package's own runtime and preprocessing."""
 
-HELP = "evaluate a .slim package on labelled data (folder, idx, npz, fashion-mnist test split)"
+HELP = "evaluate a .slim package on labelled data (image or text folder, idx, npz, csv/jsonl, built-in test split)"
 
 
 def add_arguments(p) -> None:
@@ -24,6 +24,6 @@ def run(args) -> int:
     else:
         rec = out["recorded_accuracy"]
         extra = f" (recorded at packing: {100 * rec:.2f} %)" if isinstance(rec, (int, float)) else ""
-        print(f"{args.package}: accuracy {100 * out['accuracy']:.2f} % on {out['images']} images from {args.data} "
-              f"in {out['runtime']}{extra}")
+        print(f"{args.package}: accuracy {100 * out['accuracy']:.2f} % on {out['examples']} {out['example_kind']} from "
+              f"{args.data} in {out['runtime']}{extra}")
     return 0

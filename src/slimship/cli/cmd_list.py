@@ -15,6 +15,7 @@ def run(args) -> int:
     from slimship.core.runtime import RUNTIMES
     from slimship.data import SOURCES
     from slimship.models.adapter import MODEL_KINDS
+    from slimship.models.hf_text import installed_text_models
     from slimship.models.kinds import load_builtin_kinds
     from slimship.models.weights import WEIGHT_PACKAGES
 
@@ -25,7 +26,10 @@ def run(args) -> int:
         "model sources": [("timm:<architecture>", "any timm architecture by name (random init or weights below)"),
                           ("<file>.safetensors", "local safetensors state_dict (native or foreign layout)"),
                           ("<file>.pth/.pt/.bin", "local torch state_dict, loaded tensors-only; pickles need trust_pickle")]
-        + [(e.name, e.help) for e in WEIGHT_PACKAGES.list()],
+        + [(e.name, e.help) for e in WEIGHT_PACKAGES.list()]
+        + [("<folder>", "Hugging Face text model folder (config.json, *.safetensors, tokenizer.json): "
+                        "kind hf-text")]
+        + [(name, "installed Hugging Face text model (kind hf-text)") for name in installed_text_models()],
         "transfer strategies": [
             ("probe", "frozen backbone; features computed once and cached; logistic-regression head"),
             ("finetune", "all layers; options: head_init probe (LP-FT), gradual_unfreeze, layer_decay"),

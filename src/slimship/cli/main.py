@@ -29,7 +29,32 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(_run=mod.run)
     return p
 
+#: Longest error line printed; a message is cut there, saying how much was left out.
+MAX_ERROR_CHARS = 1000
 
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` as one printable line of at most ``limit`` characters: line breaks and runs of blanks become one
+    space, other control characters (terminal escapes) are shown escaped, and a cut in the middle says how much
+    was left out."""
+    text = " ".join(message.split())
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    if len(text) > limit:  # keep the start and the end: what went wrong, and what to do about it
+        head, tail = (limit - 40) * 3 // 5, (limit - 40) * 2 // 5
+        text = f"{text[:head]} …({len(text) - head - tail:,} characters left out)… {text[-tail:]}"
+    return text
+
+
+def _warn_if_incomplete(package) -> None:
+    """A package read from a run folder marked INCOMPLETE (a run that did not finish) is named on stderr."""
+    if not isinstance(package, str):
+        return
+    from slimship.api.run_folder import MARKER, incomplete_run
+
+    folder = incomplete_run(package)
+    if folder is not None:
+        print(one_line(f"slimship: warning: {folder} is marked {MARKER}: the run writing it has not finished (or "
+                       f"was stopped); re-run `slimship run RECIPE --out {folder}` to complete it"), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    _warn_if_incomplete(getattr(args, "package", None))
     try:
         return int(args._run(args) or 0)
     except SlimshipError as e:
-        print(f"slimship: error: {e}", file=sys.stderr)
+        print(f"slimship: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("slimship: interrupted; re-run the same command to resume from the last finished stage", file=sys.stderr)

@@ -7,12 +7,13 @@ def print_table(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from slimship.evaluate.report import COLUMNS, RUNTIME_COLUMNS, comparison_rows, decision_lines, runtime_rows
+    from slimship.evaluate.report import (RUNTIME_COLUMNS, columns, comparison_rows, decision_lines, large_batch,
+                                          runtime_rows)
 
     c = Console(width=max(160, Console().width))
     for title, cols, rows in [
         (f"slimship: {metrics['recipe']} (test accuracy, package bytes, CPU latency in the runtime each ships for)",
-         COLUMNS, comparison_rows(metrics)),
+         columns(metrics), comparison_rows(metrics)),
         ("every model in every runtime", RUNTIME_COLUMNS, runtime_rows(metrics)),
     ]:
         if not rows:
@@ -30,7 +31,8 @@ def print_table(metrics: dict) -> None:
                 f"({100 * (ref['accuracy'] - sc['accuracy']):+.2f} points)")
     pt = ref.get("pytorch_eager_latency_ms")
     if pt:
-        c.print(f"dense in PyTorch eager: {pt.get('batch1', 0):.2f} ms (b1), {pt.get('batch64', 0):.1f} ms (b64)")
+        big = large_batch(metrics)
+        c.print(f"dense in PyTorch eager: {pt.get('batch1', 0):.2f} ms (b1), {pt.get(big, 0):.1f} ms (b{big[5:]})")
     for line in decision_lines(metrics):
         c.print(line, highlight=False, markup=False)
     win = next(e for e in metrics["models"] if e["name"] == metrics["selected"])

@@ -1,14 +1,14 @@
 """The preprocessing contract: how stored examples become model inputs, the same way in training, evaluation,
 prediction and inside a package.
 
-A kind of input (images today) implements :class:`Preprocessing` and registers its class in
+A kind of input (images, texts) implements :class:`Preprocessing` and registers its class in
 :data:`PREPROCESSINGS` under its ``kind``; a package stores ``to_dict()`` and :func:`preprocessing_from_dict`
 rebuilds it. The data layer registers the built-in kinds when ``slimship.data`` is imported.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from slimship.core.errors import PackageError
 from slimship.core.registry import Registry
@@ -44,13 +44,18 @@ class Preprocessing(Protocol):
     def augment(self, batch: Any, generator: Any, hflip: bool, shift: int) -> Any:
         """Training-time jitter of stored examples (kinds without augmentation return ``batch``)."""
 
+    # Optional: ``examples`` ("images" when absent, "texts") says what raw examples ``prepare`` reads, so data of
+    # the other kind is refused clearly; ``files()`` returns data files a package must carry beside ``to_dict()``
+    # (``{"tokenizer.json": bytes}``), given back to ``from_dict(d, read_file)`` on load.
+
 
 PREPROCESSINGS: Registry[type] = Registry("preprocessing kind")
 
 
-def preprocessing_from_dict(d: Any) -> Preprocessing:
+def preprocessing_from_dict(d: Any, read_file: Callable[[str], bytes] | None = None) -> Preprocessing:
     """Rebuild a preprocessing from its ``to_dict()`` (a dict without ``kind`` is an image one: packages written
-    before kinds existed). A kind's ``from_dict`` checks every value against that kind's bounds and raises
+    before kinds existed); ``read_file(name)`` reads the data files it names (a package's parts: what ``files()``
+    gave when it was packed). A kind's ``from_dict`` checks every value against that kind's bounds and raises
     ValueError (or KeyError, TypeError) naming the first bad one.
 
     Raises PackageError for a value that is not an object, an unknown kind, or a value the kind refuses."""
@@ -59,8 +64,11 @@ def preprocessing_from_dict(d: Any) -> Preprocessing:
     kind = d.get("kind", "image")
     if not isinstance(kind, str) or kind not in PREPROCESSINGS:
         raise PackageError(f"unknown preprocessing kind {repr(kind)[:40]}: upgrade slimship to read this package")
+    cls = PREPROCESSINGS.get(kind)
     try:
-        return PREPROCESSINGS.get(kind).from_dict(d)
+        return cls.from_dict(d) if read_file is None else cls.from_dict(d, read_file)
+    except PackageError:
+        raise
     except KeyError as e:
         raise PackageError(f"the {kind} preprocessing lacks {repr(e.args[0])[:40] if e.args else 'a field'}: "
                            "re-create the package with `slimship run`") from None
@@ -68,3 +76,9 @@ def preprocessing_from_dict(d: Any) -> Preprocessing:
         detail = " ".join(str(e).split())[:200]
         raise PackageError(f"the {kind} preprocessing is invalid ({detail}): re-create the package with "
                            "`slimship run`") from None
+
+
+def preprocessing_files(pre: Preprocessing) -> dict[str, bytes]:
+    """The data files ``pre`` needs beside its dict (a text model's tokenizer), by part name; most need none."""
+    files = getattr(pre, "files", None)
+    return dict(files()) if files is not None else {}

@@ -1,4 +1,5 @@
-"""Data sources: image folders, idx files, ``.npz`` archives and built-in data sets, as numpy splits.
+"""Data sources: image folders, idx files, ``.npz`` archives, texts (folders, tables, mails) and built-in data
+sets, as numpy splits.
 
 Importing this package does not import torch.
 """
@@ -10,7 +11,9 @@ from slimship.data.sources import (
     SOURCES,
     ArraySplit,
     DatasetSplits,
+    ImageFiles,
     SourceKind,
+    image_files,
     load_dataset,
     load_eval_split,
     load_images_for_prediction,
@@ -19,6 +22,8 @@ from slimship.data.sources import (
     stratified_split,
     stratified_subsample,
 )
+from slimship.data import text as _text  # noqa: F401,E402  (registers the text sources, after the image ones)
+from slimship.data import text_preprocessing as _text_preprocessing  # noqa: F401,E402  (the "text" preprocessing)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -26,7 +31,9 @@ __all__ = [
     "SOURCES",
     "ArraySplit",
     "DatasetSplits",
+    "ImageFiles",
     "SourceKind",
+    "image_files",
     "load_dataset",
     "load_eval_split",
     "load_images_for_prediction",

@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 
 from slimship.core.errors import DataError
+from slimship.data.files import ImageFiles
+from slimship.data.limits import check_class_count
 
 __all__ = ["ArraySplit", "DatasetSplits"]
 
@@ -27,7 +29,8 @@ class ArraySplit:
     """One split held in memory.
 
     Attributes:
-        images: uint8 array ``[N, H, W, C]`` with ``C`` in {1, 3}.
+        images: uint8 array ``[N, H, W, C]`` with ``C`` in {1, 3}, or undecoded :class:`ImageFiles` standing in
+            for one (a folder loaded lazily).
         labels: int64 array ``[N]`` with values in ``[0, num_classes)``.
     """
 
@@ -49,6 +52,11 @@ class ArraySplit:
     @property
     def channels(self) -> int:
         return int(self.images.shape[-1])
+
+    @property
+    def raw(self) -> np.ndarray:
+        """The examples as the model's preprocessing reads them (the images)."""
+        return self.images
 
     def subset(self, idx) -> ArraySplit:
         """Return the rows selected by ``idx`` (index array, boolean mask or slice) as a new split."""
@@ -116,8 +124,15 @@ def _resize_array(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _conform(split: ArraySplit, channels: int, size: tuple[int, int] | None) -> ArraySplit:
-    """Convert a split to ``channels`` and (when given) ``size``; a no-op when it already matches."""
+    """Convert a split to ``channels`` and (when given) ``size``; a no-op when it already matches.
+
+    Undecoded files (:class:`ImageFiles`) only change the channels they will be decoded to; they are never
+    resized here (the preprocessing decodes them at the model's input size)."""
     images = split.images
+    if isinstance(images, ImageFiles):
+        if size is not None:
+            raise ValueError("undecoded image files are fitted by the preprocessing, not resized here")
+        return split if images.channels == channels else ArraySplit(images.with_channels(channels), split.labels)
     if images.shape[-1] != channels:
         images = np.repeat(images, 3, axis=3) if channels == 3 else _rgb_to_gray(images)[..., None]
     if size is not None and images.shape[2:0:-1] != size:
@@ -133,9 +148,11 @@ def _conform(split: ArraySplit, channels: int, size: tuple[int, int] | None) -> 
 # --------------------------------------------------------------------------------------------------
 
 
-def _placeholder_names(pool: ArraySplit, test: ArraySplit | None) -> list[str]:
-    """``"0".."K-1"`` with K one past the largest label of either split (negative labels fail later)."""
+def _placeholder_names(pool: ArraySplit, test: ArraySplit | None, source: str = "data source") -> list[str]:
+    """``"0".."K-1"`` with K one past the largest label of either split (negative labels fail later); K is
+    bounded by :data:`~slimship.data.labels.MAX_CLASSES` before any name is made."""
     top = max(int(s.labels.max(initial=-1)) for s in (pool, test) if s is not None)
+    check_class_count(source, top + 1, "class indices (one past the largest label)")
     return [str(i) for i in range(top + 1)]
 
 

@@ -14,9 +14,11 @@ import numpy as np
 from PIL import Image
 
 from slimship.data.arrays import ArraySplit, _check_same_classes, _Loaded, _resize_array, _rgb_to_gray
+from slimship.data.files import ImageFiles
+from slimship.data.limits import check_class_count
 from slimship.core.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS"]
+__all__ = ["IMAGE_EXTENSIONS", "image_files"]
 
 #: File extensions (lower case) read from image folders; anything else in a class folder is ignored.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -87,6 +89,7 @@ def _plan_folder(root: Path, eval_only: bool = False) -> _FolderPlan:
     classes: dict[str, list[str]] = {}
     for split, d in split_dirs.items():
         class_dirs = _visible_subdirs(d)
+        check_class_count(f"data folder {d}", len(class_dirs), "class folders")
         classes[split] = [c.name for c in class_dirs]
         splits[split] = [(f, c.name) for c in class_dirs for f in _class_files(c)]
     modes, sizes = [], []
@@ -140,13 +143,27 @@ def _decode_plan(plan: _FolderPlan, names: list[str], channels: int,
     return out, resized
 
 
+def _plan_files(plan: _FolderPlan, names: list[str], channels: int,
+                size: tuple[int, int]) -> tuple[dict[str, ArraySplit], int]:
+    """Like :func:`_decode_plan`, but nothing is decoded: the splits hold :class:`ImageFiles`; the count is of
+    files whose native size differs from ``size``."""
+    index = {n: i for i, n in enumerate(names)}
+    out = {split: ArraySplit(ImageFiles(tuple(p for p, _ in files), channels, size),
+                             np.array([index[c] for _, c in files], np.int64))
+           for split, files in plan.splits.items()}
+    return out, sum(wh != size for wh in plan.sizes)
+
+
 def _load_folder(target: str, channels: int | None = None, size: tuple[int, int] | None = None) -> _Loaded:
     return _load_folders(Path(target), None, channels, size)[0]
 
 
-def _load_folders(root: Path, test_root: Path | None, channels: int | None,
-                  size: tuple[int, int] | None, eval_only: bool = False) -> tuple[_Loaded, ArraySplit | None]:
+def _load_folders(root: Path, test_root: Path | None, channels: int | None, size: tuple[int, int] | None,
+                  eval_only: bool = False, lazy: bool = False) -> tuple[_Loaded, ArraySplit | None]:
     """Load a folder (and optionally a separate test folder), deciding channels and size over both.
+
+    With ``lazy`` (and no ``size``) nothing is decoded: the splits hold :class:`ImageFiles`, which the
+    preprocessing decodes one by one at the model's input size, so memory does not follow the photos' size.
 
     Deciding jointly means a colour test folder turns a gray training folder into colour, rather than the
     two disagreeing.
@@ -156,21 +173,54 @@ def _load_folders(root: Path, test_root: Path | None, channels: int | None,
     modes = plan.modes + (test_plan.modes if test_plan else [])
     sizes = plan.sizes + (test_plan.sizes if test_plan else [])
     channels = channels or _decide_channels(modes)
-    size = size or _decide_size(sizes)
     pool_key = "all" if "all" in plan.splits else ("train" if "train" in plan.splits else "test")
     names = plan.classes[pool_key]
     if "train" in plan.splits and "test" in plan.splits:
         _check_same_classes(str(root), plan.classes["train"], plan.classes["test"])
-    splits, resized = _decode_plan(plan, names, channels, size)
+    materialise = _plan_files if lazy and size is None else _decode_plan
+    size = size or _decide_size(sizes)
+    splits, resized = materialise(plan, names, channels, size)
     pool = splits[pool_key]
     own_test = splits.get("test") if pool_key == "train" else None
     separate = None
     if test_plan is not None:
         test_classes = next(iter(test_plan.classes.values()))
         _check_same_classes(f"{root} with test {test_root}", names, test_classes)
-        test_splits, test_resized = _decode_plan(test_plan, names, channels, size)
+        test_splits, test_resized = materialise(test_plan, names, channels, size)
         separate, resized = next(iter(test_splits.values())), resized + test_resized
     return _Loaded(pool, own_test, names, named=True, resized=resized), separate
+
+
+def image_files(paths, channels: int) -> ImageFiles:
+    """Image files to classify, undecoded: each file as given, and every image inside a given folder
+    (recursively, in sorted order, hidden names skipped).
+
+    Raises:
+        DataError: no paths, a path that does not exist, or a folder without images.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if not paths:
+        raise DataError("no images given for prediction: pass image files or a folder of images")
+    found: list[Path] = []
+    for p in paths:
+        path = Path(p).expanduser()
+        try:
+            path.exists()
+        except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+            raise DataError(f"image {p} cannot be used ({getattr(e, 'strerror', None) or e}): check the path") from None
+        if path.is_dir():
+            inside = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+                            and not any(part.startswith(".") for part in f.relative_to(path).parts))
+            if not inside:
+                raise DataError(f"folder {p} has no images (png, jpg, bmp, gif, webp, tif): pass image files or a "
+                                f"folder of images")
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"image {p} does not exist: pass image files (png, jpg, bmp, gif, webp, tif) or a folder")
+    return ImageFiles(tuple(found), channels)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,17 +234,29 @@ def _decode(path: Path, channels: int) -> np.ndarray:
     Gray modes go through :func:`_gray_array`; every other mode through Pillow's RGB conversion (alpha is
     dropped); colour -> gray uses :func:`_rgb_to_gray` so arrays and files convert identically.
     """
+    return _decode_scaled(path, channels, None)[0]
+
+
+def _decode_scaled(path: Path, channels: int,
+                   draft: tuple[int, int] | None) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """:func:`_decode`, where a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps it at least
+    ``draft`` (W, H) (other formats ignore it). Also returns the whole image's box in the decoded pixels'
+    coordinates: ``(0, 0, W, H)`` divided by the scale (fractional when a side is not a multiple of it)."""
     try:
         with Image.open(path) as im:
+            box = (0.0, 0.0, float(im.size[0]), float(im.size[1]))
+            if draft is not None:
+                drafted = im.draft(None, draft)
+                box = tuple(float(v) for v in drafted[1]) if drafted else box
             if im.mode in _GRAY_MODES:
                 gray = _gray_array(im)
-                return gray[..., None] if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+                return (gray[..., None] if channels == 1 else np.repeat(gray[..., None], 3, axis=2)), box
             rgb = np.asarray(im.convert("RGB"))
     except DataError:
         raise
     except Exception as exc:  # truncated data, unsupported codec, ...: name the file
         raise _bad_image(path, exc) from exc
-    return _rgb_to_gray(rgb)[..., None] if channels == 1 else rgb
+    return (_rgb_to_gray(rgb)[..., None] if channels == 1 else rgb), box
 
 
 def _gray_array(im: Image.Image) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import re
 import struct
@@ -14,6 +15,7 @@ import numpy as np
 from slimship.data.arrays import ArraySplit, _check_labels, _finish_arrays, _Loaded, _placeholder_names
 from slimship.data.folder import _visible_files
 from slimship.core.errors import DataError
+from slimship.data.limits import check_decoded_size, decoded_limit
 
 __all__ = ["read_idx"]
 
@@ -35,12 +37,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
+        check_decoded_size(f"idx file {path}", path.stat().st_size, "data")
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read idx file {path}: {exc.strerror or exc}; check the path and permissions") from exc
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
+        try:  # read at most the memory bound (plus one byte to tell that it was exceeded): no gzip bomb
+            limit = decoded_limit()
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:
+                raw = gz.read(limit + 1)
+            check_decoded_size(f"idx file {path}", len(raw), "data", limit, at_least=True)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"idx file {path} is a corrupt gzip file ({exc}): download or copy it again") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
@@ -117,6 +123,6 @@ def _load_idx(target: str, channels: int | None = None, size: tuple[int, int] | 
     test = _read_idx_pair(test_entry[1], test_entry[0]) if test_entry else None
     named = class_names is not None
     if class_names is None:
-        class_names = _placeholder_names(pool, test)
+        class_names = _placeholder_names(pool, test, f"idx folder {folder}")
     _check_labels(str(folder), pool, test, class_names)
     return _finish_arrays(_Loaded(pool, test, class_names, named), channels, size)

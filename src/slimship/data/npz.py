@@ -10,6 +10,7 @@ import numpy as np
 
 from slimship.data.arrays import ArraySplit, _check_labels, _finish_arrays, _Loaded, _placeholder_names
 from slimship.core.errors import DataError
+from slimship.data.limits import check_class_count, check_decoded_size, check_label_values
 
 _NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"))
 
@@ -20,6 +21,7 @@ def _load_npz(target: str, channels: int | None = None, size: tuple[int, int] | 
     # reported as such, and never unpickle (a data file must not be able to run code).
     if not zipfile.is_zipfile(path):
         raise DataError(f"npz file {path} cannot be read (not a zip archive): re-save it with numpy.savez")
+    check_decoded_size(str(path), _npz_decoded_bytes(path), "arrays")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
@@ -40,12 +42,13 @@ def _load_npz(target: str, channels: int | None = None, size: tuple[int, int] | 
         test = _npz_split(path, arrays["x_test"], arrays["y_test"], "x_test", "y_test")
     named = "class_names" in arrays
     if named:
+        check_class_count(f"npz file {path}", np.asarray(arrays["class_names"]).size, "class_names")
         names = [str(n) for n in np.asarray(arrays["class_names"]).reshape(-1)]
         if len(set(names)) != len(names):
             dup = sorted(n for n, k in Counter(names).items() if k > 1)
             raise DataError(f"npz file {path} repeats class names {', '.join(dup)}: make class_names unique")
     else:
-        names = _placeholder_names(pool, test)
+        names = _placeholder_names(pool, test, f"npz file {path}")
     _check_labels(str(path), pool, test, names)
     return _finish_arrays(_Loaded(pool, test, names, named), channels, size)
 
@@ -59,10 +62,14 @@ def _npz_split(path: Path, x: np.ndarray, y: np.ndarray, xk: str, yk: str) -> Ar
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
         raise DataError(f"npz file {path}: {xk} has shape {x.shape}; expected [N,H,W], [N,H,W,C] or "
                         f"[N,C,H,W] with C 1 or 3")
+    if 0 in x.shape[1:3]:
+        raise DataError(f"npz file {path}: {xk} has shape {x.shape}, images of no pixels: save images at least "
+                        f"1x1")
     x = _to_uint8_images(path, xk, x)
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or _integral_floats(y)):
         raise DataError(f"npz file {path}: {yk} must be a 1-D array of integer class indices, got "
                         f"{y.dtype} {y.shape}")
+    check_label_values(f"npz file {path}", yk, y)
     if len(y) != len(x):
         raise DataError(f"npz file {path}: {xk} has {len(x)} images but {yk} has {len(y)} labels: save "
                         f"one label per image")
@@ -85,3 +92,12 @@ def _to_uint8_images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
         return np.round(x * 255).astype(np.uint8)
     raise DataError(f"npz file {path}: {key} is {x.dtype} with values outside uint8 [0, 255] or float "
                     f"[0, 1]: save images as uint8")
+
+
+def _npz_decoded_bytes(path: Path) -> int:
+    """What the archive's members take once decompressed (from the zip directory: nothing is inflated)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return sum(i.file_size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"npz file {path} cannot be read ({exc}): re-save it with numpy.savez") from exc

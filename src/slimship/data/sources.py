@@ -44,6 +44,7 @@ from slimship.data.folder import (
     IMAGE_EXTENSIONS,
     _decode,
     _load_folder,
+    image_files,
     _load_folders,
     _visible_files,
     _visible_subdirs,
@@ -60,6 +61,8 @@ from slimship.data.split import (
 )
 from slimship.core.errors import DataError
 from slimship.core.registry import Registry
+from slimship.data.files import ImageFiles
+from slimship.data.limits import check_every_class_used, check_images_per_class
 
 __all__ = [
     "ArraySplit",
@@ -71,6 +74,8 @@ __all__ = [
     "load_dataset",
     "load_eval_split",
     "load_images_for_prediction",
+    "image_files",
+    "ImageFiles",
     "resolve_source",
     "read_idx",
     "stratified_split",
@@ -100,6 +105,8 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         package="dataset-fashion-mnist",
     ),
 }
+#: Every built-in data set's name (kinds of other examples add theirs), for messages.
+BUILTIN_NAMES: list[str] = list(BUILTIN_DATASETS)
 _BUILTIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                   "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -111,10 +118,18 @@ class SourceKind:
     ``load(target, channels=None, size=None)`` returns a :class:`_Loaded`; ``channels``/``size`` (W, H)
     force the output format, ``None`` lets the source decide. ``native_size`` is True when all images of
     the source already share one size (arrays), so resizing can wait until after subsampling.
+
+    A kind of other examples (texts: :mod:`slimship.data.text`) brings its own ``claim(source)`` (the target
+    when ``source`` is of this kind, else None; asked before the image rules), ``splits(target, **load_dataset
+    arguments)`` and ``eval_split(target, class_names, options)``, and names what it holds in ``examples``.
     """
 
-    load: Callable[..., _Loaded]
+    load: Callable[..., _Loaded] | None
     native_size: bool
+    examples: str = "images"
+    claim: Callable[[str], str | None] | None = None
+    splits: Callable[..., DatasetSplits] | None = None
+    eval_split: Callable[..., object] | None = None
 
 
 SOURCES: Registry[SourceKind] = Registry("data source")
@@ -128,9 +143,10 @@ SOURCES: Registry[SourceKind] = Registry("data source")
 def resolve_source(source: str) -> tuple[str, str]:
     """Work out what kind of data source ``source`` names.
 
-    Resolution order: a built-in name (case-insensitive, ``_`` = ``-``; it wins over a same-named folder in
-    the working directory, write ``./fashion-mnist`` for the folder), then a path: a ``.npz`` file, a folder
-    holding idx files, a folder of class sub-folders.
+    Resolution order: a kind that claims ``source`` (the text kinds of :mod:`slimship.data.text`: their
+    built-in name, a ``.csv``/``.jsonl``, a folder of text files per class), a built-in name (case-insensitive,
+    ``_`` = ``-``; it wins over a same-named folder in the working directory, write ``./fashion-mnist`` for the
+    folder), then a path: a ``.npz`` file, a folder holding idx files, a folder of class sub-folders.
 
     Args:
         source: a built-in name or a path (``~`` is expanded).
@@ -142,23 +158,32 @@ def resolve_source(source: str) -> tuple[str, str]:
     Raises:
         DataError: the built-in is not installed, the path does not exist, or it is not a usable source.
     """
+    path = Path(source).expanduser()
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+        raise DataError(f"data path {source} cannot be used ({getattr(e, 'strerror', None) or e}): check the "
+                        f"path") from None
+    for entry in SOURCES.list():
+        target = entry.obj.claim(source) if entry.obj.claim is not None else None
+        if target is not None:
+            return entry.name, target
     name = source.strip().lower().replace("_", "-")
     if name in BUILTIN_DATASETS:
         _require_builtin(name)
         return name, name
-    path = Path(source).expanduser()
-    if not path.exists():
+    if not exists:
         raise DataError(
-            f"data path {source} does not exist: pass a folder with one sub-folder per class, idx files, "
-            f"a .npz, or a built-in name ({', '.join(BUILTIN_DATASETS)})"
+            f"data path {source} does not exist: pass a folder with one sub-folder per class (images or texts), "
+            f"idx files, a .npz, a .csv/.jsonl of texts, or a built-in name ({', '.join(BUILTIN_NAMES)})"
         )
     path = path.resolve()
     if path.is_file():
         if path.suffix.lower() == ".npz":
             return "npz", str(path)
         raise DataError(
-            f"data file {source} is not a .npz archive: pass a .npz, a folder of idx files, or a folder "
-            f"with one sub-folder per class"
+            f"data file {source} is not a .npz archive or a table of texts: pass a .npz, a .csv/.tsv/.jsonl, a "
+            f"folder of idx files, or a folder with one sub-folder per class"
         )
     if _find_idx_images(path):
         return "idx", str(path)
@@ -182,6 +207,8 @@ def load_dataset(
     test_limit: int | None = None,
     image_size: int | None = None,
     seed: int = 0,
+    lazy: bool = False,
+    options: dict | None = None,
 ) -> DatasetSplits:
     """Load a data source and cut it into train / validation / test splits.
 
@@ -197,6 +224,10 @@ def load_dataset(
         image_size: resize every image to ``image_size`` x ``image_size`` (PIL bilinear, aspect ratio not
             kept). When None, arrays keep their size and an image folder is brought to its most common size.
         seed: seeds every split and subsample; the same arguments always give the same splits.
+        lazy: an image folder is not decoded: its splits hold :class:`~slimship.data.files.ImageFiles`, which a
+            preprocessing decodes one image at a time straight to the model's input size (what ``slimship run``
+            does, so memory does not follow the photos' resolution). Only without ``image_size``.
+        options: settings of a kind of source (a text table's ``text_column`` / ``label_column``).
 
     Returns:
         :class:`DatasetSplits` (see its ``info`` for provenance).
@@ -204,6 +235,10 @@ def load_dataset(
     Raises:
         DataError: on any problem with the data or the arguments; the message says what to do.
     """
+    kind, target = resolve_source(source)
+    if SOURCES.get(kind).splits is not None:  # a kind of other examples (texts) splits itself, by the same rules
+        return SOURCES.get(kind).splits(target, test=test, val_fraction=val_fraction, test_fraction=test_fraction,
+                                        train_limit=train_limit, test_limit=test_limit, seed=seed, options=options)
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
     _check_positive("train_limit", train_limit)
@@ -211,18 +246,26 @@ def load_dataset(
     _check_positive("image_size", image_size)
     size = (image_size, image_size) if image_size else None
 
-    kind, target = resolve_source(source)
+    if lazy and size is not None:
+        raise ValueError("lazy loading leaves resizing to the preprocessing: pass image_size=None")
+
     if test is None:
         entry = SOURCES.get(kind)
-        loaded = entry.load(target, size=None if entry.native_size else size)
+        if kind == "folder":
+            loaded = _load_folders(Path(target), None, None, size, lazy=lazy)[0]
+        else:
+            loaded = entry.load(target, size=None if entry.native_size else size)
         test_split, test_target = loaded.test, None
     else:
-        loaded, test_split, test_target = _load_with_separate_test(kind, target, test, size)
+        loaded, test_split, test_target = _load_with_separate_test(kind, target, test, size, lazy)
     pool, class_names = loaded.pool, loaded.class_names
     present = [class_names[i] for i in np.unique(pool.labels)]
     if len(present) < 2:
         raise DataError(f"data source {source} has fewer than two classes ({', '.join(present) or 'none'}): "
                         f"a classifier needs at least two; add a class")
+    check_every_class_used(f"data source {source}", class_names, loaded.named,
+                           [pool.labels] + ([test_split.labels] if test_split is not None else []))
+    check_images_per_class(f"data source {source}", class_names, pool.labels, 3 if test_split is None else 2)
 
     if test_split is None:
         test_from = f"stratified split (seed {seed}, fraction {test_fraction})"
@@ -254,7 +297,8 @@ def load_dataset(
     return DatasetSplits(train, val, test_split, list(class_names), int(c), info)
 
 
-def load_eval_split(source: str, class_names: list[str], channels: int, image_size: int | None) -> ArraySplit:
+def load_eval_split(source: str, class_names: list[str], channels: int, image_size: int | None,
+                    lazy: bool = False) -> ArraySplit:
     """Load everything a source offers for evaluation, in a trained model's label space.
 
     An image folder contributes every class sub-folder (or only ``test/`` when it has train/test
@@ -267,6 +311,7 @@ def load_eval_split(source: str, class_names: list[str], channels: int, image_si
         class_names: the model's classes, in label order.
         channels: 1 or 3; images are converted (colour -> gray uses Pillow's ITU-R 601-2 luma).
         image_size: resize every image to this square size (PIL bilinear); None keeps the source's size.
+        lazy: an image folder stays undecoded (as in :func:`load_dataset`); only without ``image_size``.
 
     Returns:
         :class:`ArraySplit` with labels indexing ``class_names``.
@@ -282,7 +327,7 @@ def load_eval_split(source: str, class_names: list[str], channels: int, image_si
     kind, target = resolve_source(source)
     entry = SOURCES.get(kind)
     if kind == "folder":  # decode only test/ of a train/test folder, straight to the model's format
-        loaded = _load_folders(Path(target), None, channels, size, eval_only=True)[0]
+        loaded = _load_folders(Path(target), None, channels, size, eval_only=True, lazy=lazy)[0]
     else:  # arrays convert cheaply after picking the split
         loaded = entry.load(target, channels=None if entry.native_size else channels,
                             size=None if entry.native_size else size)
@@ -353,8 +398,8 @@ def _require_builtin(name: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_with_separate_test(kind: str, target: str, test: str,
-                             size: tuple[int, int] | None) -> tuple[_Loaded, ArraySplit, str]:
+def _load_with_separate_test(kind: str, target: str, test: str, size: tuple[int, int] | None,
+                             lazy: bool = False) -> tuple[_Loaded, ArraySplit, str]:
     """Load the primary source and a separate test source of the same kind.
 
     The test source contributes its own test split if it has one, else all of it; its labels are put
@@ -367,7 +412,7 @@ def _load_with_separate_test(kind: str, target: str, test: str,
                         f"pass a test source of the same kind")
     where = f"{target} with test {test_target}"
     if kind == "folder":
-        loaded, separate = _load_folders(Path(target), Path(test_target), None, size)
+        loaded, separate = _load_folders(Path(target), Path(test_target), None, size, lazy=lazy)
         return loaded, separate, test_target
     entry = SOURCES.get(kind)
     loaded, other = entry.load(target), entry.load(test_target)

@@ -1,8 +1,9 @@
 """Turn stored uint8 images into model inputs, the same way in training, evaluation and prediction.
 
 The pipeline is deliberately tiny and deterministic so that the deployed package reproduces the accuracy
-measured during the run: uint8 HWC → bilinear resize (in float, rounded back to uint8, done once per data
-set) → /255 → replicate gray to the model's channels → normalise with the model's mean/std.
+measured during the run: uint8 HWC → resize to the input size (done once per data set, image by image for
+files; see :mod:`slimship.data.resize`) → /255 → replicate gray to the model's channels → normalise with the
+model's mean/std.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from slimship.core.preprocessing import PREPROCESSINGS
+from slimship.data.resize import INTERPOLATIONS
 
 # Bounds a stored image preprocessing (a package manifest) must keep. The sizes are the recipe's own
 # (model.image_size); outside them a hostile manifest could make a reader allocate gigabytes per image.
@@ -21,7 +23,6 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 CHANNELS = (1, 3)  # gray or RGB, stored and as the model sees them
 MAX_ABS_MEAN = 1e4
 MIN_STD, MAX_STD = 1e-4, 1e4  # std 0 would divide by zero; 1/255 (inputs in 0..255) is well inside
-INTERPOLATIONS = ("bilinear",)
 _FIELDS = frozenset({"kind", "image_size", "channels", "mean", "std", "model_channels", "interpolation"})
 
 
@@ -36,7 +37,8 @@ class ImagePreprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     model_channels: int = 3
-    interpolation: str = "bilinear"
+    # packages that record "bilinear" (written before "bilinear-antialias" existed) or none keep plain bilinear
+    interpolation: str = "bilinear-antialias"
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
@@ -50,9 +52,15 @@ class ImagePreprocessing:
     def input_shape(self) -> tuple[int, ...]:
         return (self.model_channels, self.image_size, self.image_size)
 
-    def prepare(self, raw: np.ndarray):
-        """Images as the data sources deliver them (uint8 [N,H,W,C], any size) → stored rows at ``image_size``."""
-        return resize_uint8(raw, self.image_size)
+    def prepare(self, raw):
+        """Images as the data sources deliver them (uint8 [N,H,W,C] at any size, or undecoded
+        :class:`~slimship.data.files.ImageFiles`, decoded one at a time) → stored rows at ``image_size``."""
+        from slimship.data.files import ImageFiles
+        from slimship.data.resize import fit_files, fit_rows
+
+        if isinstance(raw, ImageFiles):
+            return fit_files(raw.paths, self.channels, self.image_size, self.interpolation)
+        return fit_rows(raw, self.image_size, self.interpolation)
 
     def random_rows(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.integers(0, 256, (n, self.channels, self.image_size, self.image_size), dtype=np.uint8)
@@ -67,7 +75,7 @@ class ImagePreprocessing:
         return augment(batch, generator, hflip, shift)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImagePreprocessing":
+    def from_dict(cls, d: dict, read_file=None) -> "ImagePreprocessing":  # images need no data files
         """Rebuild from :meth:`to_dict` (a package manifest), checking every value: integers within
         [MIN_IMAGE_SIZE, MAX_IMAGE_SIZE] and CHANNELS (gray may feed an RGB model, not the reverse), one finite
         mean and std per model channel within bounds, a known interpolation, no unknown field (a newer
@@ -114,22 +122,10 @@ def _floats_in(values: Any, name: str, count: int, low: float, high: float) -> t
 
 
 def resize_uint8(images: np.ndarray, size: int, chunk: int = 2048):
-    """uint8 [N,H,W,C] numpy → uint8 torch tensor [N,C,size,size] (bilinear, no antialias)."""
-    import torch
-    import torch.nn.functional as F
+    """uint8 [N,H,W,C] numpy → uint8 torch tensor [N,C,size,size] (plain bilinear, no antialias)."""
+    from slimship.data.resize import fit_rows
 
-    if images.ndim != 4:
-        raise ValueError(f"expected [N,H,W,C] images, got shape {images.shape}")
-    out = []
-    for i in range(0, len(images), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(images[i : i + chunk])).permute(0, 3, 1, 2)
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
-            x = x.round_().clamp_(0, 255).to(torch.uint8)
-        out.append(x.contiguous())
-    if not out:
-        return torch.zeros((0, images.shape[3], size, size), dtype=torch.uint8)
-    return torch.cat(out)
+    return fit_rows(images, size, "bilinear", chunk)
 
 
 def to_model_input(batch, pre: ImagePreprocessing):

@@ -27,47 +27,62 @@ def median_ms(fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, min_
     return statistics.median(times)
 
 
+def timing_batch(example, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """A batch to time with, shaped like the model input ``example`` (numpy or torch, batch first): standard
+    normal values for float inputs (images), the example's first row repeated for integer ones (token ids,
+    whose values must be valid ids; run time does not depend on which)."""
+    x = example.numpy() if hasattr(example, "numpy") else np.asarray(example)
+    if np.issubdtype(x.dtype, np.integer):
+        return np.ascontiguousarray(np.repeat(x[:1], batch_size, axis=0))
+    return rng.standard_normal((batch_size, *x.shape[1:])).astype(np.float32)
+
+
 def torch_latency(model, example_input, batch_sizes=(1, 64), runs: int = 30) -> dict[str, float]:
-    """PyTorch eager latency medians at ``batch_sizes`` (inputs shaped like ``example_input``, random)."""
+    """PyTorch eager latency medians at ``batch_sizes`` (inputs shaped like ``example_input``: see
+    :func:`timing_batch`)."""
     import torch
 
     model = model.eval()
     out = {}
+    rng = np.random.default_rng(0)
     for b in batch_sizes:
-        x = torch.randn(b, *example_input.shape[1:]).to(example_input.dtype)
+        x = torch.from_numpy(timing_batch(example_input, b, rng))
         with torch.inference_mode():
             out[f"batch{b}"] = round(median_ms(lambda: model(x), runs=runs if b == 1 else max(5, runs // 3)), 4)
     return out
 
 
 def interleaved_latency(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
-                        runs: int = 30, rounds: int = 5, runtime: str = "onnxruntime") -> dict[str, dict[str, float]]:
+                        runs: int = 30, rounds: int = 5, runtime: str = "onnxruntime",
+                        example=None) -> dict[str, dict[str, float]]:
     """Latency medians (ms) of several deploy graphs in one runtime, measured interleaved:
     ``{name: {"batch1": ms, ...}}`` (see :func:`interleaved_session_stats`)."""
-    stats = interleaved_latency_stats(graphs, input_shape, batch_sizes, runs=runs, rounds=rounds, runtime=runtime)
+    stats = interleaved_latency_stats(graphs, input_shape, batch_sizes, runs=runs, rounds=rounds, runtime=runtime,
+                                      example=example)
     return {n: {k: v["p50"] for k, v in per.items()} for n, per in stats.items()}
 
 
 def interleaved_latency_stats(graphs: dict[str, bytes], input_shape: tuple[int, ...], batch_sizes=(1, 64),
-                              runs: int = 30, rounds: int = 5, warmup: int = 3,
-                              runtime: str = "onnxruntime") -> dict[str, dict[str, dict[str, float]]]:
+                              runs: int = 30, rounds: int = 5, warmup: int = 3, runtime: str = "onnxruntime",
+                              example=None) -> dict[str, dict[str, dict[str, float]]]:
     """p50 / p95 of several deploy graphs in one runtime, measured interleaved (:func:`interleaved_session_stats`)."""
     from slimship.core.runtime import session
 
     return interleaved_session_stats({name: session(g, runtime) for name, g in graphs.items()}, input_shape,
-                                     batch_sizes, runs=runs, rounds=rounds, warmup=warmup)
+                                     batch_sizes, runs=runs, rounds=rounds, warmup=warmup, example=example)
 
 
 def interleaved_session_latency(sessions: dict[Hashable, Callable[[np.ndarray], object]], input_shape: tuple[int, ...],
-                                batch_sizes=(1, 64), runs: int = 30, rounds: int = 5) -> dict[Hashable, dict[str, float]]:
+                                batch_sizes=(1, 64), runs: int = 30, rounds: int = 5,
+                                example=None) -> dict[Hashable, dict[str, float]]:
     """Latency medians (ms) of several sessions, measured interleaved: ``{key: {"batch1": ms, ...}}``."""
-    stats = interleaved_session_stats(sessions, input_shape, batch_sizes, runs=runs, rounds=rounds)
+    stats = interleaved_session_stats(sessions, input_shape, batch_sizes, runs=runs, rounds=rounds, example=example)
     return {k: {b: v["p50"] for b, v in per.items()} for k, per in stats.items()}
 
 
 def interleaved_session_stats(sessions: dict[Hashable, Callable[[np.ndarray], object]], input_shape: tuple[int, ...],
-                              batch_sizes=(1, 64), runs: int = 30, rounds: int = 5,
-                              warmup: int = 3) -> dict[Hashable, dict[str, dict[str, float]]]:
+                              batch_sizes=(1, 64), runs: int = 30, rounds: int = 5, warmup: int = 3,
+                              example=None) -> dict[Hashable, dict[str, dict[str, float]]]:
     """Latency of several sessions (any runtimes, keyed as the caller likes) measured *interleaved*: every round
     times each session in turn.
 
@@ -75,12 +90,15 @@ def interleaved_session_stats(sessions: dict[Hashable, Callable[[np.ndarray], ob
     happened to run at the time; at ~1 ms per batch-1 call that noise was ±40 % between two identical graphs.
     Round-robin spreads it over all of them. Each (session, batch size) gets ``runs`` calls per round at batch 1
     (a third of that at larger batches), after ``warmup`` untimed calls; returns
-    ``{key: {"batch1": {"p50": ms, "p95": ms, "calls": n}, ...}}`` over all rounds. All sessions stay alive
-    meanwhile, so a runtime whose idle threads spin would slow the others down: the runtimes here are set up not
-    to (core/runtime.py).
+    ``{key: {"batch1": {"p50": ms, "p95": ms, "calls": n}, ...}}`` over all rounds. Inputs are random normal of
+    ``input_shape``, or built from ``example`` (a model input batch: token ids for a text model; see
+    :func:`timing_batch`) when it is given. All sessions stay alive meanwhile, so a runtime whose idle threads spin
+    would slow the others down: the runtimes here are set up not to (core/runtime.py).
     """
     rng = np.random.default_rng(0)
-    inputs = {b: rng.standard_normal((b, *input_shape)).astype(np.float32) for b in batch_sizes}
+    if example is None:
+        example = np.zeros((1, *input_shape), np.float32)
+    inputs = {b: timing_batch(example, b, rng) for b in batch_sizes}
     times: dict[tuple[Hashable, int], list[float]] = {(k, b): [] for k in sessions for b in batch_sizes}
     for sess in sessions.values():  # warm-up
         for b in batch_sizes:

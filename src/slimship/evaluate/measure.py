@@ -119,7 +119,6 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
     from slimship.models.factory import count_params
 
     params, nonzero = count_params(model)
-    k = num_classes or int(max(val.labels.max(initial=0), test.labels.max(initial=0)) + 1)
     figures, preds = {}, {}
     for rt in runtimes or available_runtimes():
         sess = session(graph, rt)
@@ -128,6 +127,8 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
         preds[rt] = (vp, tp)
         figures[rt] = {"accuracy": float((tp == test.labels).mean()) if len(tp) else float("nan"),
                        "val_accuracy": float((vp == val.labels).mean()) if len(vp) else float("nan")}
+    seen = [val.labels, test.labels, *(p for pair in preds.values() for p in pair)]
+    k = num_classes or int(max(int(np.max(a, initial=0)) for a in seen) + 1)  # classes the labels or outputs name
     first = next(iter(figures))
     m = Measurement(name=name, kind=kind, accuracy=figures[first]["accuracy"],
                     val_accuracy=figures[first]["val_accuracy"], onnx_bytes=len(graph), params=params,
@@ -149,7 +150,7 @@ def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], e
 
     sessions = {(m.name, rt): session(graphs[m.name], rt) for m in measurements for rt in m.runtimes}
     lat = interleaved_session_stats(sessions, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
-                                    rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP)
+                                    rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP, example=example_input)
     del sessions
     for m in measurements:
         for rt, f in m.runtimes.items():
@@ -164,8 +165,11 @@ def measure_memory(measurements: list[Measurement], graphs: dict[str, bytes], ex
     (:mod:`slimship.evaluate.memory`)."""
     from slimship.evaluate.memory import peak_memory
 
+    x = example_input.numpy() if hasattr(example_input, "numpy") else np.asarray(example_input)
+    dtype = "int64" if np.issubdtype(x.dtype, np.integer) else "float32"
     for m in measurements:
-        m.memory = peak_memory(graphs[m.name], tuple(example_input.shape[1:]), batch_sizes, runtime=m.runtime)
+        m.memory = peak_memory(graphs[m.name], tuple(example_input.shape[1:]), batch_sizes, runtime=m.runtime,
+                               dtype=dtype)
 
 
 def predictions_arrays(measurements: list[Measurement], test_labels: np.ndarray) -> dict[str, np.ndarray]:

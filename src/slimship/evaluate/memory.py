@@ -31,13 +31,13 @@ def hwm_kb():
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-graph_path, runtime, shape, batches, threads = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+graph_path, runtime, shape, batches, threads, dtype = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 from slimship.core.runtime import session
 try:
     importlib.import_module(runtime)
 except ImportError:
     pass
-inputs = [np.zeros((b, *shape), np.float32) for b in batches]
+inputs = [np.zeros((b, *shape), dtype) for b in batches]  # zeros: valid pixels and valid token ids (padding)
 base = hwm_kb()
 sess = session(open(graph_path, "rb").read(), runtime, threads)
 for x in inputs:
@@ -49,9 +49,9 @@ print(json.dumps({"baseline_kb": base, "peak_kb": peak}))
 
 
 def peak_memory(graph: bytes, input_shape: tuple[int, ...], batch_sizes: list[int], *, runtime: str = "onnxruntime",
-                threads: int | None = None, timeout: float = 300) -> dict:
+                threads: int | None = None, timeout: float = 300, dtype: str = "float32") -> dict:
     """Peak memory of a fresh process that loads ``graph`` in ``runtime`` and runs it three times at each of
-    ``batch_sizes`` (inputs of ``input_shape`` without the batch axis). Returns ``{"peak_rss_mb", "model_mb",
+    ``batch_sizes`` (inputs of ``input_shape`` without the batch axis, of ``dtype``: int64 for token ids). Returns ``{"peak_rss_mb", "model_mb",
     "baseline_mb"}``, or ``{"error": why}`` when the child fails (the run goes on without the figure)."""
     from slimship.core.runtime import cpu_threads
 
@@ -61,7 +61,7 @@ def peak_memory(graph: bytes, input_shape: tuple[int, ...], batch_sizes: list[in
         path = Path(tmp) / "graph.onnx"
         path.write_bytes(graph)
         cmd = [sys.executable, "-c", _CHILD, str(path), runtime, json.dumps(list(input_shape)),
-               json.dumps(list(batch_sizes)), str(threads or cpu_threads())]
+               json.dumps(list(batch_sizes)), str(threads or cpu_threads()), str(dtype)]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:

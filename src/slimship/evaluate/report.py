@@ -20,11 +20,19 @@ def _speedup(lat: dict, base: dict) -> str:
     return " / ".join(f"{base[k] / v:.2f}x" if k in base and v else "-" for k, v in lat.items())
 
 
+def large_batch(metrics: dict) -> str:
+    """The latency key of the largest batch measured ("batch64"; "batch32" for a text run)."""
+    ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
+    keys = [k for k in ref.get("latency_ms", {}) if k.startswith("batch") and k[5:].isdigit()]
+    return max(keys, key=lambda k: int(k[5:]), default="batch64")
+
+
 def comparison_rows(metrics: dict) -> list[dict]:
     """The figures of the comparison table (each model in the runtime it ships for), relative to the dense
     reference in ONNX Runtime fp32."""
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
     base = _baseline_latency(ref)
+    big = large_batch(metrics)
     rows = []
     for e in metrics["models"]:
         lat = e["latency_ms"]
@@ -40,7 +48,7 @@ def comparison_rows(metrics: dict) -> list[dict]:
             "macs": f"{e['macs'] / 1e6:.1f}M",
             "runtime": e.get("runtime", "onnxruntime"),
             "b1": f"{lat.get('batch1', float('nan')):.2f}",
-            "b64": f"{lat.get('batch64', float('nan')):.1f}",
+            "b64": f"{lat.get(big, float('nan')):.1f}",
             "speedup": _speedup(lat, base),
             "p": f"{e['decision']['probability']:.2f}" if e.get("decision") else "ref" if e is ref else "",
             "epochs": "" if e.get("epochs") is None else f"{e['epochs']:.1f}",
@@ -99,6 +107,19 @@ def _table(columns: list[tuple[str, str]], rows: list[dict]) -> list[str]:
             + ["| " + " | ".join(r[k] for k, _ in columns) + " |" for r in rows])
 
 
+def columns(metrics: dict) -> list[tuple[str, str]]:
+    """:data:`COLUMNS` with the large batch the run measured in the headers (b64 for images, b32 for texts)."""
+    n = large_batch(metrics)[5:]
+    return [(k, h.replace("b64", f"b{n}")) for k, h in COLUMNS]
+
+
+def _input_words(ds: dict) -> str:
+    """How the examples were fed ("resized to 64x64"); metrics written before ``input`` existed hold image_size."""
+    if ds.get("input"):
+        return str(ds["input"])
+    return f"at {ds['image_size']}×{ds['image_size']}" if "image_size" in ds else ""
+
+
 def render_markdown(metrics: dict) -> str:
     ref = next(e for e in metrics["models"] if e["name"] == metrics["reference"])
     ds = metrics["dataset"]
@@ -106,7 +127,7 @@ def render_markdown(metrics: dict) -> str:
         f"# slimship report: {metrics['recipe']}",
         "",
         f"Data: `{ds.get('source')}`: {ds['sizes']['train']} train / {ds['sizes']['val']} val / "
-        f"{ds['sizes']['test']} test images, {ds['num_classes']} classes, at {ds['image_size']}×{ds['image_size']}. "
+        f"{ds['sizes']['test']} test {ds.get('examples', 'images')}, {ds['num_classes']} classes, {_input_words(ds)}. "
         f"Test split: {ds.get('test_from')}.",
         "",
         "Accuracy is on the held-out test split, measured on the deploy graph read back from each package, in "
@@ -116,7 +137,7 @@ def render_markdown(metrics: dict) -> str:
         f"package judged within {metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on "
         "validation data). The full report with plots: report.html.",
         "",
-        *_table(COLUMNS, comparison_rows(metrics)),
+        *_table(columns(metrics), comparison_rows(metrics)),
         "",
     ]
     lines += decision_lines(metrics)
@@ -133,9 +154,10 @@ def render_markdown(metrics: dict) -> str:
                   "float layers in f32 and quantized layers in int8.", "",
                   *_table(RUNTIME_COLUMNS, rt_rows), ""]
     pt = ref.get("pytorch_eager_latency_ms")
+    big = large_batch(metrics)
     if pt:
         lines.append(f"The dense model in PyTorch eager: {pt.get('batch1', 0):.2f} ms at batch 1, "
-                     f"{pt.get('batch64', 0):.1f} ms at batch 64 (ONNX Runtime fp32 above is the baseline to beat).")
+                     f"{pt.get(big, 0):.1f} ms at batch {big[5:]} (ONNX Runtime fp32 above is the baseline to beat).")
     sc = next((e for e in metrics["models"] if e["name"] == "scratch"), None)
     if sc:
         lines.append(f"Transfer vs scratch (same architecture, same budget): "

@@ -9,7 +9,7 @@ from slimship.models.adapter import MODEL_KINDS, ModelAdapter
 
 def load_builtin_kinds() -> None:
     """Import (and so register) every built-in model kind; cheap (no torch) and idempotent."""
-    from slimship.models import timm_image  # noqa: F401
+    from slimship.models import hf_text, timm_image  # noqa: F401
 
 
 def adapter_for(section: Any) -> ModelAdapter:

@@ -110,11 +110,12 @@ def _check_graph(graph: GraphIO, pre: Preprocessing, names: list[str], bad) -> N
         raise bad(f"the deploy graph takes {len(graph.inputs)} inputs, but a package feeds exactly one")
     _, elem, shape = graph.inputs[0]
     want = pre.input_shape()
-    if elem not in (0, FLOAT):
-        raise bad(f"the deploy graph takes inputs of ONNX type {elem}, not float32")
+    kind = getattr(pre, "onnx_input_type", FLOAT)  # what the preprocessing feeds: float32 images, int64 token ids
+    if elem not in (0, kind):
+        raise bad(f"the deploy graph takes inputs of ONNX type {elem}, not the {pre.kind} preprocessing's {kind}")
     if shape is not None and (len(shape) != 1 + len(want)
-                              or any(d is not None and d != w for d, w in zip(shape[1:], want))):
-        raise bad(f"the preprocessing makes inputs of shape [batch, {', '.join(map(str, want))}] but the deploy "
+                              or any(None not in (d, w) and d != w for d, w in zip(shape[1:], want))):
+        raise bad(f"the preprocessing makes inputs of shape {_dims(('batch', *want))} but the deploy "
                   f"graph takes {_dims(shape)}")
     if not graph.outputs:
         raise bad("the deploy graph has no output")

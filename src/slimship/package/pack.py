@@ -17,7 +17,7 @@ import numpy as np
 import slimship.data  # noqa: F401  (registers the built-in preprocessing kinds a manifest may name)
 from slimship._version import __version__
 from slimship.core.errors import PackageError, SlimshipError
-from slimship.core.preprocessing import Preprocessing
+from slimship.core.preprocessing import Preprocessing, preprocessing_files, preprocessing_from_dict
 from slimship.package.deploy import DeployParts, deploy_graph_io, deploy_parts, graph_part
 from slimship.package.format import Package, read_package, write_package
 from slimship.package.graph_check import check_graph
@@ -73,7 +73,8 @@ def pack(
     }
     io = check_graph(deploy.parts[graph_part(deploy.parts, str(path))], str(path))
     check_manifest(manifest, io, str(path), remedy="rename the classes or fix the model")
-    return write_package(path, manifest, {**deploy.parts, **(extra_parts or {})})
+    # data files the preprocessing reads (a text model's tokenizer.json) travel as parts
+    return write_package(path, manifest, {**deploy.parts, **preprocessing_files(preprocessing), **(extra_parts or {})})
 
 
 @dataclass
@@ -104,9 +105,10 @@ class LoadedPackage:
                                    f"({_first_line(e)}): re-create the package with `slimship run`") from None
         return self._session
 
-    def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size) → logits [N,K],
-        prepared and normalised exactly as in training, a bounded number of images at a time."""
+    def logits(self, images, batch_size: int = 64) -> np.ndarray:
+        """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size, image files, or a
+        sequence of texts) → logits [N,K], prepared and normalised exactly as in training, a bounded number at a
+        time."""
         from slimship.core.runtime import logits
 
         pre, k = self.preprocessing, len(self.class_names)
@@ -163,7 +165,8 @@ def load_package(path: str | Path, base: str | Path | None = None, runtime: str 
     else:
         onnx, io = deploy_graph_io(pkg.read_part, pkg.parts, source)
     described = check_manifest(m, io, source)
-    return LoadedPackage(pkg, described.class_names, described.preprocessing, onnx,
+    pre = preprocessing_from_dict(m["preprocessing"], pkg.read_part)  # with the data files it names (a tokenizer)
+    return LoadedPackage(pkg, described.class_names, pre, onnx,
                          _runtime_for(m["model"].get("runtime"), runtime))
 
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -24,16 +24,29 @@ def top_classes(logits: np.ndarray, class_names: Sequence[str], top: int = 3) ->
     return out
 
 
-def predict_images(pkg: Any, images: Sequence[str | Path] | np.ndarray, top: int = 3) -> list[dict]:
-    """``[{"image": path (or index in an array), "top": [...]}]`` of a loaded package (``LoadedPackage``: no
-    import of it here, pack.py calls this) for image files (any Pillow format, all of one
-    size; one path alone is one image) or uint8 images ``[N, H, W, C]`` as the data sources deliver them.
-    Raises DataError for no images, a missing or unreadable file, or files of different sizes."""
-    if isinstance(images, np.ndarray):
-        arrays, names = images, list(range(len(images)))
-    else:
-        from slimship.data import load_images_for_prediction
+def iter_predictions(pkg: Any, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+                     batch_size: int = 64) -> Iterator[dict]:
+    """``{"image": path (or index in an array), "top": [...]}`` per input of a loaded package (``LoadedPackage``:
+    no import of it here, pack.py calls this), ``batch_size`` inputs classified at a time. Inputs are image files
+    or folders of them (any Pillow format and size; decoded a slice at a time, straight to the package's input
+    size), or uint8 images ``[N, H, W, C]`` as the data sources deliver them; for a text package, texts or text
+    files (.txt, .eml), and the key is ``"text"`` (the file, or the text's start). Raises DataError for no inputs,
+    a missing path, a folder without images, or a file that is not an image."""
+    from slimship.data.inputs import examples_of, read_inputs
 
-        names = [str(images)] if isinstance(images, (str, Path)) else [str(p) for p in images]
-        arrays = load_images_for_prediction(names, pkg.preprocessing.channels, None)
-    return [{"image": name, "top": row} for name, row in zip(names, top_classes(pkg.logits(arrays), pkg.class_names, top))]
+    key = "text" if examples_of(pkg.preprocessing) == "texts" else "image"
+    if isinstance(images, np.ndarray):
+        source, names = images, list(range(len(images)))
+    else:
+        items = [images] if isinstance(images, (str, Path)) else list(images)
+        names, source = read_inputs([str(p) for p in items], pkg.preprocessing)
+    step = max(1, int(batch_size))
+    for i in range(0, len(names), step):
+        rows = top_classes(pkg.logits(source[i : i + step]), pkg.class_names, top)
+        yield from ({key: name, "top": row} for name, row in zip(names[i : i + step], rows))
+
+
+def predict_images(pkg: Any, images: Sequence[str | Path] | str | Path | np.ndarray, top: int = 3,
+                   batch_size: int = 64) -> list[dict]:
+    """:func:`iter_predictions` as a list."""
+    return list(iter_predictions(pkg, images, top, batch_size))

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from slimship.compress import METHODS
 from slimship.core.errors import RecipeError
+from slimship.recipe.limits import MAX_MESSAGE, cut, load_yaml, non_finite_number, read_recipe_text, short_repr
 
 RECIPE_VERSION = 1
 
@@ -25,8 +26,8 @@ class _Strict(BaseModel):
 class Budget(_Strict):
     """Training budget: epochs over the training split, or wall-clock seconds (one of them)."""
 
-    epochs: float | None = Field(None, gt=0)
-    seconds: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, ge=0.001, le=10_000)
+    seconds: float | None = Field(None, ge=1, le=7 * 24 * 3600)
 
     @model_validator(mode="after")
     def _one(self):
@@ -37,12 +38,16 @@ class Budget(_Strict):
 
 class ModelSection(_Strict):
     kind: str = Field("timm-image", description="the model kind (slimship list): how to build, train and export it")
-    architecture: str
+    architecture: str = Field(description="timm-image: a timm architecture; hf-text: a Hugging Face model folder "
+                                          "or an installed package holding one")
     weights: str | None = Field(None, description="weight package name, .safetensors/.pth path, or none")
     trust_pickle: bool = False
     image_size: int = Field(64, ge=8, le=1024)
     mean: list[float] | None = None
     std: list[float] | None = None
+    # text kinds (hf-text)
+    max_length: int | None = Field(None, ge=8, le=8192, description="tokens per text (null: 256, capped by the model)")
+    pooling: Literal["mean", "cls"] = "mean"
 
 
 class DataSection(_Strict):
@@ -53,6 +58,9 @@ class DataSection(_Strict):
     train_limit: int | None = Field(None, ge=2)
     val_limit: int | None = Field(None, ge=2)
     test_limit: int | None = Field(None, ge=2)
+    # text tables (.csv / .tsv / .jsonl)
+    text_column: str = "text"
+    label_column: str = "label"
 
 
 class Augment(_Strict):
@@ -142,15 +150,17 @@ class CompressSection(_Strict):
 
 
 class EvaluateSection(_Strict):
-    batch_sizes: list[int] = [1, 64]
-    latency_runs: int = Field(30, ge=3)
-    runtimes: list[str] | None = Field(None, min_length=1, description="runtimes every model is measured in "
-                                       "(slimship list); null = every one installed")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field([1, 64], min_length=1, max_length=8)
+    latency_runs: int = Field(30, ge=3, le=10_000)
+    runtimes: list[str] | None = Field(None, min_length=1, max_length=8, description="runtimes every model is "
+                                       "measured in (slimship list); null = every one installed")
 
     @model_validator(mode="after")
-    def _known_runtimes(self):
+    def _check(self):
         from slimship.core.runtime import RUNTIMES
 
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise ValueError(f"batch_sizes repeats a size ({self.batch_sizes}): list each batch size once")
         unknown = [r for r in self.runtimes or [] if r not in RUNTIMES]
         if unknown:
             raise ValueError(f"unknown runtime(s) {unknown}; known: {', '.join(RUNTIMES.names())}")
@@ -169,9 +179,9 @@ class DeviceSection(_Strict):
 
 
 class Recipe(_Strict):
-    version: int = RECIPE_VERSION
+    version: int = Field(RECIPE_VERSION, ge=1)
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     model: ModelSection
     data: DataSection
     transfer: TransferSection = TransferSection()
@@ -215,11 +225,16 @@ def _model_in(tp: Any):
     return None
 
 
+_SHOWN_ERRORS = 5  # errors listed in one message; the rest are counted
+
+
 def format_validation_error(e: ValidationError, where: str = "recipe") -> str:
+    """One line naming the first few fields in error, what was wrong and what is allowed (at most MAX_MESSAGE
+    characters)."""
     msgs = []
-    for err in e.errors():
+    for err in e.errors()[:_SHOWN_ERRORS]:
         loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        path = cut(".".join(str(p) for p in loc) or "(top level)", 120)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_fields(_schema(), loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -230,8 +245,9 @@ def format_validation_error(e: ValidationError, where: str = "recipe") -> str:
         elif err["type"] in ("literal_error", "union_tag_invalid"):
             msgs.append(f"{path}: {err['msg']}".replace("Input should be", "must be"))
         else:
-            msgs.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return f"{where}: " + "; ".join(msgs)
+            msgs.append(f"{path}: {err['msg']} (got {short_repr(err.get('input'))})")
+    more = f"; and {e.error_count() - len(msgs):,} more errors" if e.error_count() > len(msgs) else ""
+    return cut(f"{where}: " + "; ".join(msgs), MAX_MESSAGE - len(more)) + more
 
 
 _SCHEMAS: dict[tuple[str, ...], type[Recipe]] = {}
@@ -252,6 +268,9 @@ def _schema() -> type[Recipe]:
 def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: expected a mapping of sections (model, data, transfer, compress), got {type(data).__name__}")
+    bad = non_finite_number(data)
+    if bad is not None:
+        raise RecipeError(cut(f"{where}: {bad} is not a finite number (.inf or .nan): give a number such as 3"))
     try:
         return _schema().model_validate(data)
     except ValidationError as e:
@@ -259,17 +278,14 @@ def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"recipe {p} not found: create one with `slimship init --model NAME --data PATH > {p}`")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise RecipeError(f"recipe {p} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+        found = p.is_file()
+    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+        raise RecipeError(cut(f"recipe {p} cannot be used ({getattr(e, 'strerror', None) or e}): check the path")) from None
+    if not found:
+        raise RecipeError(f"recipe {p} not found: create one with `slimship init --model NAME --data PATH > {p}`")
+    data = load_yaml(read_recipe_text(p), f"recipe {p}")  # bounded: file size, aliases, lists, nesting
     return parse_recipe(data, str(p))
 
 

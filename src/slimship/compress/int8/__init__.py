@@ -1,5 +1,6 @@
 """Post-training int8 quantization of the whole network (convolutions included) for ONNX Runtime, optionally
-followed by quantization-aware fine-tuning of the int8 graph itself (:mod:`.qat`).
+followed by quantization-aware fine-tuning of the int8 graph itself (:mod:`.qat`). Static (calibrated) and dynamic
+(run-time activation ranges: transformers) settings are searched side by side (:class:`.config.Int8Config`).
 
 Why not the obvious calls: ``quantize_dynamic`` only quantizes weights of convolutions through ConvInteger,
 which is 10-17x *slower* and loses ~47 points on EfficientNet-Lite0; per-tensor static quantization loses ~50
@@ -27,7 +28,8 @@ def _val_scorer(ctx: CompressContext) -> Callable[[bytes], float]:
 
 
 @register_method(Int8Config, terminal=True,
-                 help="static int8 (per-channel weights, calibrated activations) for ONNX Runtime; searched on validation")
+                 help="int8 for ONNX Runtime: static (calibrated activations) and/or dynamic, per-channel weights; "
+                      "settings searched on validation")
 def _int8(state: ModelState, cfg: Int8Config, ctx: CompressContext) -> ModelState:
     import numpy as np
 

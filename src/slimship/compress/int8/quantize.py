@@ -1,4 +1,5 @@
-"""ONNX Runtime static int8 quantization with a small search over its settings, scored on validation."""
+"""ONNX Runtime int8 quantization (static QDQ, or dynamic) with a small search over its settings, scored on
+validation."""
 
 from __future__ import annotations
 
@@ -36,6 +37,18 @@ def _optimize(fp32: bytes, tmp: str) -> str:
     return dst
 
 
+@contextlib.contextmanager
+def _root_logging_above_warning():
+    import logging
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _reader(batches: list[np.ndarray]):
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -60,15 +73,19 @@ def _edge_nodes(path: str) -> list[str]:
     return [n for n in names if n]
 
 
+_LINEAR_OPS = ["MatMul", "Gemm", "Conv", "Gather"]  # static_ops "linear": the layers with weights
+
+
 def quantize_one(opt_path: str, calib: list[np.ndarray], *, method: str, keep_fp32: str, reduce_range: bool,
-                 per_channel: bool, percentile: float, tmp: str) -> bytes:
+                 per_channel: bool, percentile: float, tmp: str, ops: str = "all") -> bytes:
+    """One static QDQ quantization of the pre-processed graph at ``opt_path``, calibrated on ``calib``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise SlimshipError(f"unknown int8 calibration {method!r}; use one of {sorted(methods)}")
-    out = os.path.join(tmp, f"int8_{method}_{keep_fp32}_{int(reduce_range)}.onnx")
+    out = os.path.join(tmp, f"int8_{method}_{ops}_{keep_fp32}_{int(reduce_range)}.onnx")
     quantize_static(
         opt_path,
         out,
@@ -79,11 +96,46 @@ def quantize_one(opt_path: str, calib: list[np.ndarray], *, method: str, keep_fp
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=methods[method],
+        op_types_to_quantize=_LINEAR_OPS if ops == "linear" else None,
         nodes_to_exclude=_edge_nodes(opt_path) if keep_fp32 == "first_last" else [],
-        extra_options={"CalibPercentile": percentile, "WeightSymmetric": True, "ActivationSymmetric": False},
+        # (ORT's calibrators keep every calibrated tensor of every batch in memory: for a transformer at 256 tokens
+        # that is ~10 MB per example and layer, so text recipes calibrate on a few dozen examples.
+        # CalibMaxIntermediateOutputs would bound it, but ORT 1.32 drops the batches it clears instead of merging
+        # their ranges.)
+        extra_options={"CalibPercentile": percentile, "WeightSymmetric": True, "ActivationSymmetric": False,
+                       "MatMulConstBOnly": ops == "linear"},
     )
     with open(out, "rb") as f:
         return f.read()
+
+
+def quantize_dynamic_one(opt_path: str, *, keep_fp32: str, reduce_range: bool, per_channel: bool, tmp: str) -> bytes:
+    """Weights to int8 ahead of time, activations at run time (ORT's integer ops: MatMul with a constant weight,
+    Gather, Conv); nothing to calibrate."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = os.path.join(tmp, f"int8_dynamic_{keep_fp32}_{int(reduce_range)}.onnx")
+    quantize_dynamic(opt_path, out, weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
+                     nodes_to_exclude=_edge_nodes(opt_path) if keep_fp32 == "first_last" else [],
+                     extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def settings(cfg: Int8Config) -> list[dict]:
+    """Every setting ``cfg`` asks to try, in its order (``mode`` first, then each list as written)."""
+    out = []
+    for mode in cfg.mode:
+        if mode == "static":
+            for method, ops, keep, rr in itertools.product(cfg.calibration, cfg.static_ops, cfg.keep_fp32,
+                                                           cfg.reduce_range):
+                out.append({"mode": "static", "calibration": method, "ops": ops, "keep_fp32": keep,
+                            "reduce_range": rr, "per_channel": cfg.per_channel})
+        else:
+            for keep, rr in itertools.product(cfg.keep_fp32, cfg.reduce_range):
+                out.append({"mode": "dynamic", "keep_fp32": keep, "reduce_range": rr, "per_channel": cfg.per_channel})
+    return out
 
 
 def quantize_int8(
@@ -93,10 +145,11 @@ def quantize_int8(
     cfg: Int8Config,
     log: Callable[[str], None] = print,
 ) -> Int8Result:
-    """Quantize an fp32 ONNX model to int8 QDQ; try each setting in ``cfg`` and keep the best by ``score``.
+    """Quantize an fp32 ONNX model to int8; try each setting in ``cfg`` and keep the best by ``score``.
 
     Args:
-        calibration_inputs: float32 model inputs [N,C,H,W] from the training/validation data.
+        calibration_inputs: model inputs [N, ...] (float images, or int64 token ids) from the training data;
+            used by static settings only.
         score: maps ONNX bytes to validation accuracy (0-1), run in ONNX Runtime.
     """
     calib = [calibration_inputs[i : i + 32] for i in range(0, min(len(calibration_inputs), cfg.calibration_images), 32)]
@@ -104,15 +157,21 @@ def quantize_int8(
     best: tuple[float, bytes, dict] | None = None
     with tempfile.TemporaryDirectory(prefix="slimship-int8-") as tmp:
         opt = _optimize(fp32_onnx, tmp)
-        for method, keep, rr in itertools.product(cfg.calibration, cfg.keep_fp32, cfg.reduce_range):
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress to stdout
-                data = quantize_one(opt, calib, method=method, keep_fp32=keep, reduce_range=rr,
-                                    per_channel=cfg.per_channel, percentile=cfg.percentile, tmp=tmp)
+        for choice in settings(cfg):
+            # ORT's calibrators print progress to stdout, and its quantizer warns through the root logger about
+            # every 1-D weight it leaves per-tensor (LayerNorm scales): neither is ours to show
+            with contextlib.redirect_stdout(io.StringIO()), _root_logging_above_warning():
+                if choice["mode"] == "dynamic":
+                    data = quantize_dynamic_one(opt, keep_fp32=choice["keep_fp32"], reduce_range=choice["reduce_range"],
+                                                per_channel=cfg.per_channel, tmp=tmp)
+                else:
+                    data = quantize_one(opt, calib, method=choice["calibration"], keep_fp32=choice["keep_fp32"],
+                                        reduce_range=choice["reduce_range"], per_channel=cfg.per_channel,
+                                        percentile=cfg.percentile, tmp=tmp, ops=choice["ops"])
             acc = score(data)
-            choice = {"calibration": method, "keep_fp32": keep, "reduce_range": rr, "per_channel": cfg.per_channel}
             trials.append({**choice, "val_accuracy": acc, "bytes": len(data)})
             log(f"int8 {choice}: val {acc:.4f}")
-            # prefer accuracy; on a tie prefer fewer fp32 layers (listed first) — strict '>' keeps the earlier
+            # prefer accuracy; on a tie the earlier setting (fewer fp32 layers, the mode listed first) — strict '>'
             if best is None or acc > best[0] + 1e-9:
                 best = (acc, data, choice)
     assert best is not None

@@ -1,0 +1,133 @@
+"""The commented recipe ``slimship init`` writes for a text task (a Hugging Face text model and a text data set),
+beside the image template (:mod:`slimship.recipe.template`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slimship.core.errors import SlimshipError
+
+TEXT_TEMPLATE = """\
+# slimship recipe for a text classifier (version {version}). Every value can be edited; `slimship run` validates it
+# strictly (a misspelled key is an error, with the allowed names). Run:  slimship run THIS.yaml --out runs/NAME
+version: {version}
+name: {name}
+seed: 0
+
+model:
+  kind: hf-text                  # a Hugging Face text encoder + a linear head (`slimship list`)
+  architecture: {model}          # model folder (config.json, *.safetensors, tokenizer.json) or installed package
+  weights: null                  # null = the folder's safetensors; none = random init
+  max_length: {max_length}       # tokens per text (longer texts are cut); batches of short texts run shorter
+  pooling: mean                  # mean of the token states | cls (the first token's)
+
+data:
+  source: {data}
+  test: {test}                   # null = the source's own test split, else a stratified split
+  val_fraction: 0.1              # validation split (taken from train) for every decision
+  test_fraction: 0.2             # used only when the source has no test split
+  train_limit: {train_limit}     # stratified subsample of the training split (null = all)
+  val_limit: 1000
+  test_limit: null
+  text_column: {text_column}     # tables (.csv/.tsv/.jsonl): the column holding the text
+  label_column: {label_column}   # ... and the one holding the class
+
+transfer:
+  strategy: finetune             # probe | finetune | partial (freeze_stages: 1 = embeddings, 2 = + first layer...)
+  head_init: probe               # LP-FT: start from the logistic-regression probe's head (computed anyway)
+  budget: {{epochs: {epochs}}}        # or {{seconds: N}}
+  lr: 0.0001
+  weight_decay: 0.01
+  batch_size: 16
+  label_smoothing: 0.0
+  freeze_stages: 0
+  gradual_unfreeze: false
+  layer_decay: 0.9               # LR x0.9 per layer below the head (null: one LR)
+  augment: {{hflip: false, shift: 0}}  # texts are not augmented
+  evals: 4                       # validation passes; the best state is kept
+  scratch_baseline: true         # the same architecture from random init, beside it
+  scratch_budget: {{epochs: 1}}
+  scratch_lr: 0.0005
+
+compress:
+  accuracy_budget: 0.5           # points below the dense model (validation) a shipped model may lose
+  candidates:                    # each is a chain of steps; the smallest package within budget ships
+    - name: int8
+      steps:
+        - method: int8           # int8 for ONNX Runtime, per-channel weights; dynamic and static tried on validation
+          mode: [dynamic, static]
+          static_ops: [linear]   # static: only the layers with weights (attention scores, softmax stay float)
+          calibration: [minmax]
+          keep_fp32: [none]
+          reduce_range: [false]  # true: 7-bit weights, for CPUs without VNNI
+          calibration_images: 32  # static only; ORT keeps every calibrated tensor in memory (~50 MB a text)
+    # More methods (`slimship list`); these make the package smaller but run at fp32 speed, e.g.
+    # - name: int4-linear          # weight-only int4 of every Linear layer, groups of 64
+    #   steps:
+    #     - {{method: weight_only, bits: 4, granularity: group, group_size: 64, spare: [], min_weights: 4096}}
+    # - name: sparse50-kmeans4     # half the Linear weights pruned, the rest shared in 16 values per layer
+    #   steps:
+    #     - {{method: unstructured, sparsity: 0.5, spare: [last], recovery: {{epochs: 0.5, seconds: null, lr: 0.00005}}}}
+    #     - {{method: kmeans, bits: 4, spare: [], recovery: {{epochs: 0.5, seconds: null, lr: 0.00002}}}}
+
+evaluate:
+  batch_sizes: [1, 32]           # latency at max_length tokens
+  latency_runs: 10
+"""
+
+
+def text_task(model: str, data: str) -> bool:
+    """Whether ``model`` and ``data`` make a text task; a text model with image data (or the reverse) is a
+    SlimshipError that says what to pass. Data that cannot be resolved is left to the image path's checks."""
+    from slimship.core.errors import DataError
+    from slimship.data.inputs import source_examples
+    from slimship.models.hf_text import is_hf_text_model
+
+    text_model = is_hf_text_model(model)
+    try:
+        examples = source_examples(data)
+    except DataError:
+        if text_model:
+            raise
+        return False
+    if text_model and examples != "texts":
+        raise SlimshipError(f"{model} is a text model but {data} holds {examples}: pass a text data set (a folder of "
+                            f".txt/.eml per class, a .csv/.jsonl, spam-assassin)")
+    if examples == "texts" and not text_model:
+        raise SlimshipError(f"{data} holds texts but {model} is not a Hugging Face text model: pass a model folder "
+                            f"(config.json, model.safetensors, tokenizer.json) or an installed package holding one")
+    return text_model
+
+
+def render_text_recipe(*, model: str, data: str, test: str | None = None, max_length: int | None = None,
+                       text_column: str | None = None, label_column: str | None = None, name: str | None = None,
+                       epochs: float = 2, train_limit: int | None = 5000) -> str:
+    """A complete text recipe as commented YAML (validated by parsing it back). The columns of a table are
+    guessed from its header when not given (:func:`slimship.data.text_table.guess_columns`)."""
+    import yaml
+
+    from slimship.recipe import RECIPE_VERSION, parse_recipe
+
+    def q(v):
+        return "null" if v is None else yaml.safe_dump(v, default_style=None).strip().removesuffix("\n...").strip()
+
+    path = Path(data).expanduser()
+    table = path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".ndjson") and path.is_file()
+    if table and (text_column is None or label_column is None):
+        from slimship.data.text_table import guess_columns
+
+        guessed = guess_columns(path)
+        text_column, label_column = text_column or guessed[0], label_column or guessed[1]
+    text = TEXT_TEMPLATE.format(
+        version=RECIPE_VERSION, name=q(name or "run"), model=q(model), data=q(data), test=q(test),
+        max_length=max_length or _default_max_length(model), train_limit=q(train_limit), epochs=q(epochs),
+        text_column=q(text_column or "text"), label_column=q(label_column or "label"))
+    parse_recipe(yaml.safe_load(text), "generated recipe")  # fail here, not at run time, if a value is invalid
+    return text
+
+
+def _default_max_length(model: str) -> int:
+    """256 tokens, or fewer when the model reads fewer positions."""
+    from slimship.models.hf_text import HfTextAdapter
+
+    return HfTextAdapter(model).sequence_length()

@@ -1,0 +1,126 @@
+"""A text data set slimship has never seen, from `init` to a shipped package without editing the recipe (in
+subprocesses, as a user runs them), then predict / eval / export / inspect / list on it (tiny BERT, tiny texts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import onnx
+import pytest
+import yaml
+
+from slimship.cli.main import main
+from tests.text_helpers import make_texts, make_tiny_bert, write_text_folder
+
+
+def _in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (no second torch import): exit status, stdout and stderr as a subprocess gives."""
+    capsys.readouterr()
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    # one torch thread: a tiny model trains far faster on one thread of a busy machine (figures do not change)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "slimship.cli.main", *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text")
+    bert = make_tiny_bert(root / "bert")
+    data = write_text_folder(root / "mails", 40, eml_every=5)
+    p = _cli("init", "--model", str(bert), "--data", str(data), "--out", str(root / "recipe.yaml"))
+    assert p.returncode == 0, p.stderr
+    p = _cli("run", str(root / "recipe.yaml"), "--out", str(root / "out"), "--quiet")
+    assert p.returncode == 0, p.stderr
+    return root, bert, data, root / "out"
+
+
+def test_init_writes_a_text_recipe_and_run_ships_it_unedited(shipped):
+    root, bert, data, out = shipped
+    r = yaml.safe_load((root / "recipe.yaml").read_text())
+    assert r["model"]["kind"] == "hf-text" and r["model"]["architecture"] == str(bert)
+    assert r["model"]["max_length"] == 64  # 256, capped by the tiny model's positions
+    m = json.loads((out / "metrics.json").read_text())
+    by = {e["name"]: e for e in m["models"]}
+    assert {"probe", "finetuned", "scratch", "int8"} <= set(by)
+    assert by["finetuned"]["accuracy"] >= 0.9 and by["finetuned"]["accuracy"] > by["scratch"]["accuracy"]
+    assert set(by["finetuned"]["latency_ms"]) == {"batch1", "batch32"}
+    assert m["dataset"]["preprocessing"]["kind"] == "text" and m["dataset"]["examples"] == "texts"
+    assert by["int8"]["size_bytes"] < by["finetuned"]["size_bytes"]
+    assert {t["mode"] for t in by["int8"]["notes"]["int8"]["trials"]} == {"dynamic", "static"}
+    assert "texts, 2 classes, tokenized to at most 64 tokens" in (out / "report.md").read_text()
+
+
+def test_predict_takes_texts_and_text_files(capsys, shipped):
+    root, _, data, out = shipped
+    (root / "note.txt").write_text("free money winner click now")
+    p = _in_process(capsys, "predict", str(out / "model.slim"), "meeting report agenda for the team",
+                    str(root / "note.txt"), "--json", "--top", "2")
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert [r["text"] for r in rows] == ["meeting report agenda for the team", str(root / "note.txt")]
+    assert [r["top"][0]["class"] for r in rows] == ["ham", "spam"]
+    assert abs(sum(t["probability"] for t in rows[0]["top"]) - 1) < 1e-3
+
+
+def test_eval_scores_a_text_table_with_the_recipes_columns(capsys, shipped):
+    root, _, _, out = shipped
+    texts, labels = make_texts(10, seed=7)
+    table = root / "more.jsonl"
+    table.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in zip(texts, labels)))
+    p = _in_process(capsys, "eval", str(out / "model.slim"), "--data", str(table), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["examples"] == 20 and r["example_kind"] == "texts" and r["accuracy"] >= 0.8
+    p = _in_process(capsys, "eval", str(out / "model.slim"), "--data", str(root / "mails"))
+    assert p.returncode == 0 and "80 texts" in p.stdout, p.stderr
+
+
+def test_export_gives_a_graph_of_token_ids_and_the_package_holds_the_tokenizer(capsys, shipped):
+    root, _, _, out = shipped
+    p = _in_process(capsys, "export", str(out / "model.slim"), "--onnx", str(root / "model.onnx"))
+    assert p.returncode == 0, p.stderr
+    inp = onnx.load(str(root / "model.onnx")).graph.input[0]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param for d in inp.type.tensor_type.shape.dim] == ["batch", "sequence"]
+    p = _in_process(capsys, "inspect", str(out / "model.slim"), "--json")
+    info = json.loads(p.stdout)
+    assert "tokenizer.json" in {x["name"] for x in info["parts"]}
+    assert info["preprocessing"]["max_length"] == 64 and info["preprocessing"]["tokenizer_file"] == "tokenizer.json"
+
+
+def test_list_shows_text_sources_and_models(capsys):
+    p = _in_process(capsys, "list", "--json")
+    assert p.returncode == 0, p.stderr
+    lists = json.loads(p.stdout)
+    assert {"spam-assassin", "text-folder", "text-table"} <= {e["name"] for e in lists["data sources"]}
+    assert "hf-text" in {e["name"] for e in lists["model kinds"]}
+
+
+@pytest.mark.parametrize("model_is_text, phrase", [(True, "holds images"), (False, "not a Hugging Face text model")])
+def test_init_refuses_a_text_model_with_images_and_the_reverse(capsys, shipped, tiny_npz, model_is_text, phrase):
+    root, bert, data, _ = shipped
+    args = ["--model", str(bert), "--data", str(tiny_npz)] if model_is_text else \
+        ["--model", "test_efficientnet", "--data", str(data)]
+    p = _in_process(capsys, "init", *args)
+    assert p.returncode == 2 and phrase in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_init_guesses_the_columns_of_a_table(capsys, shipped, tmp_path):
+    _, bert, _, _ = shipped
+    texts, labels = make_texts(4)
+    table = tmp_path / "t.csv"
+    table.write_text("id,category,body\n" + "".join(f'{i},{lab},"{t}"\n' for i, (t, lab) in
+                                                   enumerate(zip(texts, labels))))
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table))
+    assert p.returncode == 0, p.stderr
+    data = yaml.safe_load(p.stdout)["data"]
+    assert (data["text_column"], data["label_column"]) == ("body", "category")
