@@ -84,11 +84,11 @@ def main() -> int:
 
 def _retime(entries: list[dict], size: int) -> dict[str, dict[str, float]]:
     """Latency medians of the packages' deploy graphs, timed again interleaved (batch-1 figures vary by run)."""
-    from slimship.evaluate.latency import interleaved_ort_latency
+    from slimship.evaluate.latency import interleaved_latency
     from slimship.package.pack import load_package
 
     graphs = {e["name"]: load_package(e["package"]).onnx for e in entries}
-    return interleaved_ort_latency(graphs, (3, size, size), rounds=10)
+    return interleaved_latency(graphs, (3, size, size), rounds=10)
 
 
 def _state_dict_bytes(recipe, num_classes: int) -> int:

@@ -211,7 +211,7 @@ def trained(out: Path, runs: dict[str, tuple[Path, Path]]) -> int:
 
     from slimship.api import evaluate_package, load
     from slimship.package.format import read_package
-    from slimship.package.pack import ONNX_PART
+    from slimship.package.deploy import ONNX_PART
 
     rows, bases = [], {}
     for name, (run_dir, _held) in runs.items():
@@ -293,7 +293,8 @@ def in_store(out: Path, runs: dict[str, tuple[Path, Path]]) -> None:
 def measure(out: Path, runs: dict[str, tuple[Path, Path]], max_drop: float) -> int:
     from slimship.package.delta import best_delta, load_task_onnx, pack_delta
     from slimship.package.format import read_package
-    from slimship.package.pack import ONNX_PART, load_package
+    from slimship.package.deploy import ONNX_PART
+    from slimship.package.pack import load_package
 
     base_path = make_base(out / "base.slim")
     base_onnx = read_package(base_path).read_part(ONNX_PART)

@@ -253,7 +253,7 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
         "selected": winner.name,
         "package": str(out / "model.slim"),
         "decision": decision.to_dict(),
-        "conditions": _conditions(ev, example, val, test),
+        "conditions": _conditions(ev, example, val, test, runtimes),
         "recipe_spec": st.rd,
         "models": [m.to_dict() for m in measured],
     }
@@ -274,12 +274,13 @@ def _savez(path: Path, arrays: dict) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def _conditions(ev, example, val, test) -> dict:
+def _conditions(ev, example, val, test, runtimes: list[str]) -> dict:
+    """How every figure was measured; ``runtimes``: those each model was measured in (each ships for its fastest)."""
     from slimship.core.runtime import cpu_threads
     from slimship.evaluate.conditions import figure_conditions, machine_conditions
     from slimship.evaluate.measure import LATENCY_ROUNDS, LATENCY_WARMUP
 
-    return {"machine": machine_conditions(threads=cpu_threads()),
-            **figure_conditions(runtime="onnxruntime", threads=cpu_threads(), input_shape=list(example.shape[1:]),
+    return {"machine": machine_conditions(threads=cpu_threads(), runtime=runtimes),
+            **figure_conditions(runtime=runtimes, threads=cpu_threads(), input_shape=list(example.shape[1:]),
                                 batch_sizes=ev.batch_sizes, latency_runs=ev.latency_runs, rounds=LATENCY_ROUNDS,
                                 warmup=LATENCY_WARMUP, val_images=len(val.labels), test_images=len(test.labels))}

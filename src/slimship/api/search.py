@@ -7,6 +7,7 @@ space, the study, the budget rule and the outputs live there.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def search(recipe: Recipe, out: str | Path, *, trials: int | None = None, second
         ran = run_trials(job, the_study, ev, on_trial=lambda: write_outputs(out, the_study, job))
         ev_ = recipe.evaluate
         summary = write_outputs(out, the_study, job, retime=retime_packages(ev.input_shape, ev_.batch_sizes,
-                                                                            ev_.latency_runs))
+                                                                            ev_.latency_runs, ev.example))
         summary.update(trials_run_by_this_worker=ran, wall_seconds=round(time.perf_counter() - t0, 1))
         rep.log(f"search done in {summary['wall_seconds']} s ({ran} trials here): {out / 'summary.md'}")
         return summary
@@ -107,6 +108,7 @@ class ChainEvaluator:
         return self._accuracy[cm.key]
 
     def measure(self, steps: list, name: str):
+        from slimship.core.runtime import REFERENCE_RUNTIME
         from slimship.evaluate.measure import measure_latency
         from slimship.search.study import TrialOutcome
 
@@ -114,11 +116,14 @@ class ChainEvaluator:
         cm = self.runner.run(steps, name)
         seconds = time.perf_counter() - t0
         prepared, measured = measure_prepared([cm], self.reference.name, self.st, self.pctx)
-        dense = dataclasses.replace(self.reference, latency_ms={})  # timed again, beside this trial's graph
+        # the dense graph is timed again, beside this trial's graph (a copy: the reference keeps its figures)
+        dense = dataclasses.replace(self.reference, latency_ms={}, runtimes=copy.deepcopy(self.reference.runtimes))
         ev = self.st.recipe.evaluate
         measure_latency([dense, measured[0]], {dense.name: self.reference_graph, name: prepared[0].graph},
                         self.example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
         write_packages(prepared, measured, self.pctx)
         while len(self.runner.memo) > MEMO_STEPS:  # oldest first
             self.runner.memo.pop(next(iter(self.runner.memo)))
-        return TrialOutcome(measured[0], dense.latency_ms, seconds)
+        # speed-ups are against dense ONNX Runtime fp32, whatever runtime either ships for
+        baseline = dense.runtimes.get(REFERENCE_RUNTIME, {}).get("latency_ms") or dense.latency_ms
+        return TrialOutcome(measured[0], baseline, seconds)

@@ -27,12 +27,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def machine_conditions(*, threads: int, runtime: str = "onnxruntime") -> dict:
+def machine_conditions(*, threads: int, runtime: str | list[str] = "onnxruntime") -> dict:
     """CPU model, logical cores, the threads the runtime was given, OS and the versions of what ran."""
     import slimship
 
     versions = {"python": platform.python_version(), "slimship": slimship.__version__}
-    for dist in ("onnxruntime", "torch", "timm", "numpy", "onnx", runtime):
+    runtimes = [runtime] if isinstance(runtime, str) else list(runtime)
+    for dist in ("onnxruntime", "torch", "timm", "numpy", "onnx", *runtimes):
         v = _version(dist)
         if v:
             versions[dist] = v
@@ -40,7 +41,7 @@ def machine_conditions(*, threads: int, runtime: str = "onnxruntime") -> dict:
             "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(), "versions": versions}
 
 
-def figure_conditions(*, runtime: str, threads: int, input_shape: list[int], batch_sizes: list[int],
+def figure_conditions(*, runtime: str | list[str], threads: int, input_shape: list[int], batch_sizes: list[int],
                       latency_runs: int, rounds: int, warmup: int, val_images: int, test_images: int) -> dict:
     """How each kind of figure in metrics.json was obtained."""
     return {

@@ -70,7 +70,7 @@ def pareto_plots(metrics: dict) -> list[str]:
     for key in sorted(ref.get("latency_ms", {}), key=lambda k: int(k.removeprefix("batch"))):
         plots.append(svg.scatter(points(lambda e, k=key: e.get("latency_ms", {}).get(k, float("nan"))),
                                  title=f"Accuracy vs latency, {key.replace('batch', 'batch ')} (p50)", log_x=True,
-                                 x_label="ms per call, ONNX Runtime (log scale)", y_label="test accuracy %",
+                                 x_label="ms per call, in the runtime each ships for (log scale)", y_label="test accuracy %",
                                  budget_y=budget_y, budget_label=label, x_format=lambda v: f"{v:g}"))
     return plots
 

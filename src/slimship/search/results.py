@@ -86,20 +86,25 @@ def recommend(records: list[dict], reference: dict, *, retime=None) -> dict:
     return out
 
 
-def retime_packages(input_shape: tuple, batch_sizes: list[int], runs: int):
-    """A ``retime(records, reference)`` that times the trials' packages again, interleaved with the dense one
-    (only packages on this machine); returns ``{number: {batchB: speed-up}}``."""
+def retime_packages(input_shape: tuple, batch_sizes: list[int], runs: int, example=None):
+    """A ``retime(records, reference)`` that times the trials' packages again (each in the runtime it ships for),
+    interleaved with the dense one in ONNX Runtime (only packages on this machine); returns
+    ``{number: {batchB: speed-up}}``. ``example``: a model input batch (token ids for a text model)."""
 
     def retime(records: list[dict], reference: dict) -> dict:
-        from slimship.evaluate.latency import interleaved_latency
+        from slimship.core.runtime import REFERENCE_RUNTIME, session
+        from slimship.evaluate.latency import interleaved_session_latency
         from slimship.package.pack import load_package
 
         have = [r for r in records if Path(r["package"]).is_file()]
         if not have or not Path(reference.get("package", "")).is_file():
             return {}
-        graphs = {"dense": load_package(reference["package"]).onnx}
-        graphs.update({str(r["number"]): load_package(r["package"]).onnx for r in have})
-        lat = interleaved_latency(graphs, tuple(input_shape), tuple(batch_sizes), runs=runs, rounds=10)
+        sessions = {"dense": session(load_package(reference["package"]).onnx, REFERENCE_RUNTIME)}
+        for r in have:
+            pkg = load_package(r["package"])
+            sessions[str(r["number"])] = session(pkg.onnx, pkg.runtime)
+        lat = interleaved_session_latency(sessions, tuple(input_shape), tuple(batch_sizes), runs=runs, rounds=10,
+                                          example=example)
         return {r["number"]: {k: round(lat["dense"][k] / v, 4) for k, v in lat[str(r["number"])].items()}
                 for r in have}
 
