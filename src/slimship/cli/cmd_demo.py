@@ -1,7 +1,7 @@
 """slimship demo: the built-in real-data runs, sized for 2 CPU cores (EfficientNet-Lite0 ImageNet → Fashion-MNIST;
 with ``--text``, all-MiniLM-L6-v2 → SpamAssassin spam/ham)."""
 
-HELP = ("run the built-in demo: EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST (~12 min on 2 CPU cores); "
+HELP = ("run the built-in demo: EfficientNet-Lite0 (ImageNet) -> Fashion-MNIST (~6 min on 2 quiet CPU cores); "
         "--text: all-MiniLM-L6-v2 -> SpamAssassin mails")
 
 
@@ -42,7 +42,7 @@ def run(args) -> int:
             print(_describe_text(recipe, out), flush=True)
         else:
             print(f"slimship demo: {recipe.model.architecture} ({recipe.model.weights}) -> {d.source}.\n"
-                  f"To fit ~12 minutes on 2 CPU cores it trains on a stratified {d.train_limit}-image subset of the "
+                  f"To fit ~6 minutes on 2 quiet CPU cores it trains on a stratified {d.train_limit}-image subset of the "
                   f"60k training images at {recipe.model.image_size}x{recipe.model.image_size} px, validates on "
                   f"{d.val_limit}, and tests on the full 10k test set. Output: {out}", flush=True)
     from slimship.core.distributed import leave_world
