@@ -87,7 +87,8 @@ SETTLE_SECONDS = 0.1
 
 def interleaved_session_stats(sessions: dict[Hashable, Callable[[np.ndarray], object]], input_shape: tuple[int, ...],
                               batch_sizes=(1, 64), runs: int = 30, rounds: int = 5, warmup: int = 3,
-                              example=None, settle: float = SETTLE_SECONDS) -> dict[Hashable, dict[str, dict[str, float]]]:
+                              example=None,
+                              settle: float = SETTLE_SECONDS) -> dict[Hashable, dict[str, dict[str, float]]]:
     """Latency of several sessions (any runtimes, keyed as the caller likes) measured *interleaved*: every round
     times each session in turn.
 

@@ -231,6 +231,7 @@ def objective(trial, job: SearchJob, study, ev: Evaluator) -> tuple[float, float
             trial.set_constraint(CONSTRAINT, same.constraints[CONSTRAINT])
             job.log(f"{name}: same chain as trial {same.number}: its figures")
             return tuple(same.values)
+        trial.set_user_attr("measuring", True)
         _stop_early_if_hopeless(trial, steps, name, job, ev)
         outcome = ev.measure(steps, name)
     except (optuna.TrialPruned, TrialFailed):
@@ -287,7 +288,10 @@ def _same_chain(study, key: str, number: int, job: SearchJob, name: str, poll: f
                 continue
             if t.state == TrialState.COMPLETE and "figures" in t.user_attrs:
                 return t
-            running = running or (t.state == TrialState.RUNNING and t.number < number)
+            # wait for an earlier trial, or for any that has started measuring (it checked before this one
+            # recorded its chain): of two workers that propose one chain at once, exactly one measures it
+            first = t.number < number or t.user_attrs.get("measuring")
+            running = running or (t.state == TrialState.RUNNING and bool(first))
         if not running:
             return None
         if deadline is None:
