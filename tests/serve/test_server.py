@@ -111,3 +111,32 @@ def test_serve_refuses_bad_packages_at_start_up_in_one_line(tmp_path):
         err = p.stderr.strip()
         assert p.returncode == 2 and len(err.splitlines()) == 1 and phrase in err and "Traceback" not in err, err
         assert "serving on" not in p.stdout
+
+
+def test_connections_get_tcp_nodelay_so_kept_alive_answers_are_not_delayed():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; without it, each answer on a kept-alive
+    connection waited ~44 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from slimship.serve.server import ServerConfig, bind
+
+    listener = bind(ServerConfig(host="127.0.0.1", port=0))
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def handle(reader, writer):
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0
