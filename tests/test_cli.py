@@ -229,3 +229,24 @@ def test_cli_errors_are_cut_and_terminal_escapes_shown_escaped(tmp_path):
     p = _cli("run", str(recipe), "--out", str(tmp_path / "o"), "--quiet")
     _one_line_error(p, "cannot be used (File name too long)")
     assert len(p.stderr) < 1100 and "\x1b" not in p.stderr and "\\x1b[31m" in p.stderr
+
+
+def test_init_counts_an_image_folder_without_decoding_it(tmp_path, monkeypatch):
+    """init sizes the recipe from the number of images: it must not decode a folder of large photos (it ran out of
+    memory on 1,000 phone photos)."""
+    from PIL import Image
+
+    import slimship.data.folder as folder
+    from slimship.recipe.template import check_init_inputs
+
+    for c in ("cat", "dog"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (40, 30), (i * 40, 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("init decoded an image")
+
+    monkeypatch.setattr(folder, "_decode", no_decoding)
+    monkeypatch.setattr(folder, "_decode_scaled", no_decoding)
+    assert check_init_inputs(model="test_efficientnet", weights=None, data=str(tmp_path / "d"), test=None) >= 8

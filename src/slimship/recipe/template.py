@@ -189,5 +189,6 @@ def check_init_inputs(*, model: str, weights: str | None, data: str, test: str |
         from slimship.models.weights import resolve_weights
 
         resolve_weights(weights)
-    sizes = load_dataset(data, test=test, seed=0).info["sizes"]
+    # lazy: an image folder is counted, not decoded (1,000 phone photos would need ~36 GB as arrays)
+    sizes = load_dataset(data, test=test, seed=0, lazy=True).info["sizes"]
     return int(sizes["train"] + sizes["val"])
