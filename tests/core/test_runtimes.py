@@ -85,10 +85,24 @@ def test_without_openvino_only_onnx_runtime_is_measured(monkeypatch):
         runtimes_to_measure(["tensorrt"])
 
 
-def test_onnx_runtime_sessions_do_not_spin():
-    # idle spinning threads of one session steal the cores from the next one timed (REFERENCE.md pitfall)
+def test_onnx_runtime_keeps_its_spinning_and_timing_settles_between_blocks(monkeypatch):
+    # ONNX Runtime as deployed (spinning off made dense W0 1.6x slower at batch 1); idle spinning threads of one
+    # session would steal the cores from the next one timed (REFERENCE.md pitfall), so timing waits before each
+    # block of calls ("time in blocks")
+    from slimship.evaluate import latency
+
     opts = session(_graphs()[0], "onnxruntime").inner.get_session_options()
-    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # not set: ONNX Runtime's default
+        opts.get_session_config_entry("session.intra_op.allow_spinning")
+    order: list[str] = []
+    monkeypatch.setattr(latency.time, "sleep", lambda s: order.append(f"settle {s}"))
+    sessions = {k: (lambda x, k=k: order.append(k)) for k in ("a", "b")}
+    latency.interleaved_session_stats(sessions, (3, 8, 8), (1, 4), runs=3, rounds=2, warmup=0)
+    blocks = [i for i, e in enumerate(order) if not e.startswith("settle")]
+    for i in blocks:  # every call of a block follows a settle or a call of the same session
+        prev = order[i - 1]
+        assert prev == f"settle {latency.SETTLE_SECONDS}" or prev == order[i]
+    assert order.count(f"settle {latency.SETTLE_SECONDS}") == 2 * 2 * 2 and latency.SETTLE_SECONDS > 0
 
 
 def test_a_recipe_asking_for_an_unknown_or_missing_runtime_fails_before_training(tmp_path, monkeypatch):
