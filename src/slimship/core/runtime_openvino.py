@@ -51,9 +51,13 @@ class OpenVinoSession:
         self.compiled = compiled
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
+        try:  # what the graph takes: float32 images, int64 token ids
+            self._dtype = np.dtype(compiled.inputs[0].element_type.to_dtype())
+        except Exception:  # noqa: BLE001 - a dynamic element type: images
+            self._dtype = np.dtype(np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        x = np.ascontiguousarray(batch, dtype=self._dtype)
         with self._lock:
             # share_inputs: no copy of the batch (the call is synchronous); outputs are copied out of the request
             return self._request.infer({0: x}, share_inputs=True)[0]

@@ -80,21 +80,26 @@ class ImageInputs:
         for i, item in enumerate(items):
             if not isinstance(item, str):
                 raise RequestError(400, f"images[{i}] is a {type(item).__name__}: send each image as a base64 string")
-            out.append(decode_image(_b64(item, i), pre.channels, limits, f"images[{i}]"))
+            out.append(_row(decode_image(_b64(item, i), pre.channels, limits, f"images[{i}]"), pre))
         return out
 
     def from_files(self, files: list[tuple[str, bytes]], limits: Limits, pre: Any) -> list[np.ndarray]:
-        return [decode_image(data, pre.channels, limits, f"file {name!r}") for name, data in files]
+        return [_row(decode_image(data, pre.channels, limits, f"file {name!r}"), pre) for name, data in files]
 
     def model_input(self, examples: list[np.ndarray], pre: Any) -> np.ndarray:
-        rows = np.concatenate([pre.prepare(img[None]).numpy() for img in examples])
-        return pre.model_input_np(rows)
+        return pre.model_input_np(np.concatenate(examples))
 
     def example(self, pre: Any) -> list[np.ndarray]:
-        return [np.zeros((pre.image_size + 1, pre.image_size + 1, pre.channels), np.uint8)]  # resized, like most
+        return [_row(np.zeros((pre.image_size + 1, pre.image_size + 1, pre.channels), np.uint8), pre)]  # resized
 
 
 INPUT_KINDS.add("image", ImageInputs(), help="images: multipart files or base64 strings in JSON")
+
+
+def _row(image: np.ndarray, pre: Any) -> np.ndarray:
+    """One decoded image brought to the package's input size at once (uint8 [1, C, S, S]), so a request holds at
+    most one full-size image at a time, however many it sends."""
+    return pre.prepare(image[None]).numpy()
 
 
 def decode_image(data: bytes, channels: int, limits: Limits, label: str) -> np.ndarray:
