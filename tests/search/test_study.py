@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from slimship.core.errors import SlimshipError
@@ -16,9 +17,20 @@ from slimship.search.study import SearchJob, TrialOutcome, open_storage, open_st
 
 optuna = pytest.importorskip("optuna")
 
+VAL_IMAGES = 1000
+
+
+def _val_predictions(accuracy: float) -> dict:
+    """Per-image validation predictions right on the first ``accuracy`` share of the images (paired: a model
+    with lower accuracy is wrong on a superset of the reference's mistakes)."""
+    right = round(accuracy * VAL_IMAGES)
+    return {"val_predictions": np.array([0] * right + [1] * (VAL_IMAGES - right)),
+            "val_labels": np.zeros(VAL_IMAGES, np.int64)}
+
+
 REF = Measurement(name="finetuned", kind="finetune", accuracy=0.88, val_accuracy=0.90, onnx_bytes=10_000,
                   params=1000, nonzero_params=1000, macs=10_000, compressed=False, size_bytes=10_000,
-                  latency_ms={"batch1": 1.0, "batch64": 10.0})
+                  latency_ms={"batch1": 1.0, "batch64": 10.0}, **_val_predictions(0.90))
 
 
 class FakeEvaluator:
@@ -56,7 +68,7 @@ class FakeEvaluator:
         path.write_bytes(b"x" * size)
         m = Measurement(name=name, kind="compressed", accuracy=val - 0.01, val_accuracy=val, onnx_bytes=size,
                         params=1000, nonzero_params=900, macs=10_000, compressed=True, size_bytes=size,
-                        package=str(path), latency_ms=lat)
+                        package=str(path), latency_ms=lat, **_val_predictions(val))
         return TrialOutcome(m, {"batch1": 1.0, "batch64": 10.0}, 1.0)
 
 
@@ -179,3 +191,13 @@ def test_time_limit_starts_no_trial_that_cannot_finish(tmp_path, monkeypatch):
     study, _ = _search(_job(tmp_path, seconds=3600, logs=logs), FakeEvaluator(tmp_path, limit=1))
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "WAITING", "WAITING"]
     assert any("a trial takes about 7200 s: no new trial" in line for line in logs)
+
+
+def test_the_budget_is_judged_as_run_decides_it_paired_and_with_its_confidence():
+    from slimship.search.budget import judge_budget
+
+    cand = Measurement(name="c", kind="compressed", accuracy=0.88, val_accuracy=0.895, onnx_bytes=1, params=1,
+                       nonzero_params=1, macs=1, compressed=True, **_val_predictions(0.895))
+    assert judge_budget(cand, REF, 1.0).within  # 0.5 points below on 1,000 images: likely within
+    assert not judge_budget(cand, REF, 1.0, confidence=0.999).within  # but not that sure
+    assert "P(losing at most 1 point(s)" in judge_budget(cand, REF, 1.0).rule

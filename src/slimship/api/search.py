@@ -49,7 +49,8 @@ def search(recipe: Recipe, out: str | Path, *, trials: int | None = None, second
         job = SearchJob(out=out, space=space, budget_points=recipe.compress.accuracy_budget,
                         study_name=study or recipe.name, fingerprint=_fingerprint(st, space), trials=trials,
                         seconds=None if seconds is None else seconds - (time.perf_counter() - t0), storage=storage,
-                        seed=recipe.seed, log=rep.log, reference_figures=ev.figures())
+                        seed=recipe.seed, log=rep.log, reference_figures=ev.figures(),
+                        confidence=recipe.compress.confidence)
         the_study = open_study(job, open_storage(storage_url(job)))
         ran = run_trials(job, the_study, ev, on_trial=lambda: write_outputs(out, the_study, job))
         ev_ = recipe.evaluate
@@ -65,7 +66,7 @@ def search(recipe: Recipe, out: str | Path, *, trials: int | None = None, second
 def _fingerprint(st: Stages, space) -> dict:
     keep = ("version", "model", "data", "transfer", "seed", "evaluate")
     return {"recipe": {k: st.rd[k] for k in keep}, "budget_points": st.recipe.compress.accuracy_budget,
-            "space": space.fingerprint()}
+            "confidence": st.recipe.compress.confidence, "space": space.fingerprint()}
 
 
 class ChainEvaluator:

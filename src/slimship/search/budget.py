@@ -1,15 +1,16 @@
 """Whether a trial is within the accuracy budget: the one rule the search judges by, kept in one place.
 
-Today's rule is ``slimship.evaluate.decision.select_winner``'s: a model is within budget when its validation
-accuracy is at most ``budget_points`` below the reference's. A rule that accounts for validation noise (a paired
-test on the same images) replaces :func:`judge_budget` and nothing else: the search turns its verdict into
-Optuna's constraint (:func:`constraint_value`), the recommendations and the summary.
+It is the rule ``slimship run`` ships by (:func:`slimship.evaluate.decision.judge`): the paired comparison of the
+candidate and the reference on the same validation images, within budget when the probability of losing at most
+``budget_points`` reaches ``compress.confidence``. The search turns its verdict into Optuna's constraint
+(:func:`constraint_value`), the recommendations and the summary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slimship.evaluate.decision import DEFAULT_CONFIDENCE, judge
 from slimship.evaluate.measure import Measurement
 
 
@@ -22,12 +23,15 @@ class BudgetCheck:
     rule: str
 
 
-def judge_budget(candidate: Measurement, reference: Measurement, budget_points: float) -> BudgetCheck:
-    """Is ``candidate`` within ``budget_points`` of ``reference``? (validation accuracy, as select_winner)."""
-    floor = reference.val_accuracy - budget_points / 100.0
-    shortfall = 100.0 * (floor - candidate.val_accuracy)
-    return BudgetCheck(within=shortfall <= 1e-10, shortfall_points=round(shortfall, 4),
-                       rule=f"validation accuracy at most {budget_points:g} point(s) below the reference")
+def judge_budget(candidate: Measurement, reference: Measurement, budget_points: float,
+                 confidence: float = DEFAULT_CONFIDENCE) -> BudgetCheck:
+    """Is ``candidate`` within ``budget_points`` of ``reference``, as ``run`` decides it (paired, on validation)?
+    ``shortfall_points`` is the observed difference's distance to the budget line (negative: to spare)."""
+    j = judge(candidate.val_correct(), reference.val_correct(), budget_points, confidence=confidence)
+    shortfall = -(j.difference_points + budget_points)
+    return BudgetCheck(within=j.within_budget, shortfall_points=round(shortfall, 4),
+                       rule=f"P(losing at most {budget_points:g} point(s) on the same validation images) >= "
+                            f"{confidence:g}: {j.probability:.2f}")
 
 
 def constraint_value(check: BudgetCheck) -> float:

@@ -74,6 +74,7 @@ class SearchJob:
     seed: int = 0
     log: Callable[[str], None] = print
     reference_figures: dict = field(default_factory=dict)
+    confidence: float = 0.5  # compress.confidence: the probability a chain needs to count as within budget
 
 
 class TrialFailed(Exception):
@@ -245,7 +246,7 @@ def objective(trial, job: SearchJob, study, ev: Evaluator) -> tuple[float, float
         trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
         job.log(f"{name}: failed: {msg}")
         raise TrialFailed(msg) from e
-    check = judge_budget(outcome.measurement, ev.reference, job.budget_points)
+    check = judge_budget(outcome.measurement, ev.reference, job.budget_points, job.confidence)
     trial.set_constraint(CONSTRAINT, constraint_value(check))
     figs = trial_figures(outcome, ev.reference, check)
     trial.set_user_attr("figures", figs)
