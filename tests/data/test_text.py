@@ -249,3 +249,19 @@ def test_prediction_inputs_are_files_or_the_texts_themselves(tmp_path):
     assert texts == ["free money", "meeting report", "hello world"]
     with pytest.raises(DataError, match="nothing to classify"):
         read_inputs([], _pre())
+
+
+def test_predict_reads_texts_that_cannot_be_paths_as_texts():
+    from slimship.data.text import read_texts_for_prediction
+
+    texts = ["~~ FREE OFFER ~~", "a long review " * 30, "nul\x00byte"]  # ~user, over NAME_MAX, a NUL byte
+    names, got = read_texts_for_prediction(texts)
+    assert got == texts and len(names) == 3
+
+
+def test_an_idx_folder_with_a_readme_txt_is_still_idx(tmp_path):
+    from tests.data.test_sources import make_idx_dir
+
+    root = make_idx_dir(tmp_path / "idx", gz=False)
+    (root / "README.txt").write_text("Fashion-MNIST, copied here")
+    assert resolve_source(str(root))[0] == "idx"

@@ -158,10 +158,10 @@ def resolve_source(source: str) -> tuple[str, str]:
     Raises:
         DataError: the built-in is not installed, the path does not exist, or it is not a usable source.
     """
-    path = Path(source).expanduser()
     try:
+        path = Path(source).expanduser()
         exists = path.exists()
-    except (OSError, ValueError) as e:  # a name too long for the file system, a NUL byte, ...
+    except (OSError, ValueError, RuntimeError) as e:  # a name too long, a NUL byte, ~user that does not exist
         raise DataError(f"data path {source} cannot be used ({getattr(e, 'strerror', None) or e}): check the "
                         f"path") from None
     for entry in SOURCES.list():

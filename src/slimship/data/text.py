@@ -114,14 +114,25 @@ def read_texts_for_prediction(items: list[str]) -> tuple[list[str], list[str]]:
         raise DataError("nothing to classify: pass texts in quotes or text files (.txt, .eml)")
     names, texts = [], []
     for item in items:
-        path = Path(item).expanduser()
-        if len(item) < 4096 and path.is_file():
+        if _is_file(item):
+            path = Path(item).expanduser()
             names.append(str(item))
             texts.append(read_text_file(path))
         else:
             names.append(item if len(item) <= 40 else item[:37] + "...")
             texts.append(item[:_MAX_CHARS])
     return names, texts
+
+
+def _is_file(item: str) -> bool:
+    """Does ``item`` name an existing file? False for text that cannot be a path (too long, a NUL byte, ``~word``
+    without such a user)."""
+    if len(item) >= 4096 or "\n" in item:
+        return False
+    try:
+        return Path(item).expanduser().is_file()
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,7 +156,7 @@ def claim_folder(source: str) -> str | None:
     if not path.is_dir():
         return None
     dirs = _subdirs(path)
-    if not dirs and _text_files(path):
+    if not dirs and _text_files(path) and not any(p.is_file() and not _is_text_name(p) for p in path.iterdir()):
         raise DataError(f"data folder {source} holds {len(_text_files(path))} text file(s) but no class sub-folders: "
                         f"put each class's texts in a sub-folder named after the class")
     if {d.name for d in dirs} >= {"train", "test"}:
@@ -154,6 +165,10 @@ def claim_folder(source: str) -> str | None:
     has_text = any(_text_files(d) for d in dirs)
     has_images = any(p.suffix.lower() in IMAGE_EXTENSIONS for d in dirs for p in d.iterdir())
     return str(path.resolve()) if has_text and not has_images else None
+
+
+def _is_text_name(p: Path) -> bool:
+    return p.suffix.lower() in TEXT_EXTENSIONS
 
 
 def claim_table(source: str) -> str | None:
