@@ -36,7 +36,7 @@ def _guess_image_size(data: str) -> int:
                 try:
                     with Image.open(f) as im:
                         side = min(im.size)
-                except OSError:
+                except (OSError, Image.DecompressionBombError):  # unreadable, or too many pixels to open
                     continue
                 return int(min(128, max(64, round(side / 32) * 32)))
     return 64

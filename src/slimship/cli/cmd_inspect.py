@@ -35,7 +35,7 @@ def run(args) -> int:
         print(f"  part {t(p['name'])}: {p['stored_bytes']:,} bytes stored ({p['codec']}), {p['raw_bytes']:,} raw")
     d = info["delta"]
     if d is not None:
-        full = f", the full package is {d['full_bytes']:,} bytes" if d.get("full_bytes") else ""
+        full = f", the full package is {d['full_bytes']:,} bytes" if isinstance(d.get("full_bytes"), int) else ""
         preset = f", {t(d['preset'])}" if d.get("preset") else ""
         print(f"  delta ({t(d.get('mode'))}{preset}) against base package "
               f"sha256 {t(str(d.get('base_package_sha256'))[:16])}…{full}; eval/predict/export take --base BASE.slim")

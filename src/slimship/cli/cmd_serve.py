@@ -38,11 +38,13 @@ def run(args) -> int:
         if args.threads < 1:
             raise SlimshipError(f"--threads {args.threads}: give at least 1")
         os.environ["SLIMSHIP_THREADS"] = str(args.threads)  # what every runtime's session reads (core/runtime.py)
+    if not 0 <= args.port <= 65535:
+        raise SlimshipError(f"--port {args.port}: give a port from 1 to 65535 (0: any free one)")
     try:
         batching = BatchingConfig(1 if args.no_batching else args.max_batch, args.max_wait_ms)
         limits = Limits(int(args.max_body_mb * 2**20), args.max_inputs, args.max_image_pixels)
-    except ValueError as e:
-        raise SlimshipError(f"{e}: fix the option") from None
+    except (ValueError, OverflowError) as e:
+        raise SlimshipError(f"{e}: fix the option (finite, positive numbers)") from None
     token = _token(args.token_file)
     if not is_loopback(args.host) and token is None:
         print(f"warning: listening on {args.host} without a token: anyone who can reach it can use the models "

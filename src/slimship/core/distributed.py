@@ -163,6 +163,9 @@ def join_world(cuda: bool) -> World:
         if cuda:
             import torch
 
+            if local >= torch.cuda.device_count():
+                raise SlimshipError(f"local rank {local} has no GPU ({torch.cuda.device_count()} visible): use "
+                                    "--nproc-per-node at most the number of GPUs")
             torch.cuda.set_device(local)
         dist.init_process_group(backend, timeout=timeout)
         _CPU_GROUP = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None

@@ -72,6 +72,9 @@ def export_triton(package: str | os.PathLike[str], repository: str | os.PathLike
     if os.path.lexists(target):
         raise SlimshipError(f"{target} exists already: remove it, or export under another --triton-name")
     pkg = read_package(package, verify=True)
+    from slimship.package.verify import check_package
+
+    check_package(pkg)  # the manifest and graph as every reader checks them: a package verify refuses is not exported
     if "delta" in pkg.manifest:
         raise PackageError(f"{package} is a delta package: export the full task (`slimship pull` rebuilds it, or "
                            "pass --base)")
@@ -158,9 +161,12 @@ def image_steps(pre: dict) -> str:
     gray = ("convert to 8-bit gray (Pillow 'L': 1-bit/16-bit/float gray scaled to 0-255; colour as "
             "(19595 R + 38470 G + 7471 B + 32768) >> 16)") if channels == 1 else "convert to 8-bit RGB (alpha dropped)"
     repeat = " repeat the gray channel 3 times;" if channels == 1 and pre.get("model_channels", 3) == 3 else ""
-    return (f"decode the image (first frame); {gray}; resize to {size}x{size} with bilinear interpolation, "
-            f"half-pixel centres, no antialiasing (torch.nn.functional.interpolate(mode='bilinear', "
-            f"align_corners=False)), rounded to uint8; scale to [0, 1] (x / 255);{repeat} subtract mean "
+    resize = (f"resize to {size}x{size} with bilinear interpolation, half-pixel centres, no antialiasing "
+              f"(torch.nn.functional.interpolate(mode='bilinear', align_corners=False)), rounded to uint8")
+    if pre.get("interpolation", "bilinear") == "bilinear-antialias":
+        resize += (f"; but an image more than twice {size} px on either side is resized with Pillow's antialiased "
+                   f"bilinear filter instead (Image.resize(({size}, {size}), Image.BILINEAR))")
+    return (f"decode the image (first frame); {gray}; {resize}; scale to [0, 1] (x / 255);{repeat} subtract mean "
             f"{pre.get('mean')} and divide by std {pre.get('std')} per channel; float32, layout NCHW "
             "(batch, channel, height, width)")
 

@@ -217,6 +217,8 @@ def objective(trial, job: SearchJob, study, ev: Evaluator) -> tuple[float, float
     import optuna
 
     trial.set_user_attr("worker", WORKER)
+    if trial.user_attrs.get("measuring"):  # a retry of a dead worker's trial carries its attributes over
+        trial.set_user_attr("measuring", False)
     name = f"trial-{trial.number:04d}"
     try:
         steps = job.space.suggest(trial)

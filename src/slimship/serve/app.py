@@ -173,7 +173,7 @@ async def _read_payload(model: ServedModel, request, limits: Limits):
     if content_type == "application/json":
         try:
             body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested thousands deep
             raise RequestError(400, "the body is not valid JSON: send {\"%s\": [...]}" % field_name) from None
         items = body.get(field_name) if isinstance(body, dict) else None
         if not isinstance(items, list):

@@ -92,8 +92,8 @@ def load_models(specs: Sequence[str], keys: Sequence[str] = (), require_signatur
             log(f"warning: {path} is not signed (pass --require-signature to refuse unsigned packages)")
         kind = pkg.preprocessing.kind
         if kind not in INPUT_KINDS:
-            raise SlimshipError(f"{path}: this server cannot take {kind!r} inputs yet (it takes "
-                                f"{', '.join(INPUT_KINDS.names())}): upgrade slimship")
+            raise SlimshipError(f"{path}: `slimship serve` takes {', '.join(INPUT_KINDS.names())} inputs, not {kind!r} "
+                                f"ones yet: classify with `slimship predict` or slimship.load(PKG).predict")
         model = ServedModel(name, str(path), pkg, INPUT_KINDS.get(kind), signed_by)
         warm_up(model)
         models.append(model)
