@@ -63,6 +63,47 @@ def _reader(batches: list[np.ndarray]):
     return _R()
 
 
+# Calibration batches ORT's histogram calibrators (percentile, entropy) hold at once.
+HISTOGRAM_CHUNK_BATCHES = 2
+
+
+@contextlib.contextmanager
+def _histograms_in_chunks(batches: int = HISTOGRAM_CHUNK_BATCHES):
+    """ORT's histogram calibrators keep every calibrated tensor of every calibration batch before building their
+    histograms: 2.8 GB for 512 W0 images at 64 px (the peak of a whole run). Their collector merges histograms
+    across calls (ORT's own incremental path), so feed ``collect_data`` a few batches at a time."""
+    from onnxruntime.quantization import calibrate
+
+    original = calibrate.HistogramCalibrater.collect_data
+
+    class _Chunk(calibrate.CalibrationDataReader):
+        def __init__(self, items: list) -> None:
+            self.it = iter(items)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    def chunked(self, reader) -> None:
+        while True:
+            items = []
+            while len(items) < batches:
+                item = reader.get_next()
+                if not item:
+                    break
+                items.append(item)
+            if not items:
+                return
+            original(self, _Chunk(items))
+            if len(items) < batches:
+                return
+
+    calibrate.HistogramCalibrater.collect_data = chunked
+    try:
+        yield
+    finally:
+        calibrate.HistogramCalibrater.collect_data = original
+
+
 def _edge_nodes(path: str) -> list[str]:
     """Names of the first conv and the last Gemm/MatMul/Conv: the layers most sensitive to int8."""
     import onnx
@@ -79,13 +120,24 @@ _LINEAR_OPS = ["MatMul", "Gemm", "Conv", "Gather"]  # static_ops "linear": the l
 def quantize_one(opt_path: str, calib: list[np.ndarray], *, method: str, keep_fp32: str, reduce_range: bool,
                  per_channel: bool, percentile: float, tmp: str, ops: str = "all") -> bytes:
     """One static QDQ quantization of the pre-processed graph at ``opt_path``, calibrated on ``calib``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise SlimshipError(f"unknown int8 calibration {method!r}; use one of {sorted(methods)}")
     out = os.path.join(tmp, f"int8_{method}_{ops}_{keep_fp32}_{int(reduce_range)}.onnx")
+    with _histograms_in_chunks():
+        _quantize_static(opt_path, out, calib, method=methods[method], keep_fp32=keep_fp32,
+                         reduce_range=reduce_range, per_channel=per_channel, percentile=percentile, ops=ops)
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def _quantize_static(opt_path: str, out: str, calib: list, *, method, keep_fp32: str, reduce_range: bool,
+                     per_channel: bool, percentile: float, ops: str) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     quantize_static(
         opt_path,
         out,
@@ -95,18 +147,16 @@ def quantize_one(opt_path: str, calib: list[np.ndarray], *, method: str, keep_fp
         reduce_range=reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        calibrate_method=methods[method],
+        calibrate_method=method,
         op_types_to_quantize=_LINEAR_OPS if ops == "linear" else None,
         nodes_to_exclude=_edge_nodes(opt_path) if keep_fp32 == "first_last" else [],
         # (ORT's calibrators keep every calibrated tensor of every batch in memory: for a transformer at 256 tokens
-        # that is ~10 MB per example and layer, so text recipes calibrate on a few dozen examples.
-        # CalibMaxIntermediateOutputs would bound it, but ORT 1.32 drops the batches it clears instead of merging
-        # their ranges.)
+        # that is ~10 MB per example and layer, so text recipes calibrate on a few dozen examples. The histogram
+        # calibrators get a few batches at a time (_histograms_in_chunks); MinMax's CalibMaxIntermediateOutputs
+        # would bound it too, but ORT 1.32 drops the batches it clears instead of merging their ranges.)
         extra_options={"CalibPercentile": percentile, "WeightSymmetric": True, "ActivationSymmetric": False,
                        "MatMulConstBOnly": ops == "linear"},
     )
-    with open(out, "rb") as f:
-        return f.read()
 
 
 def quantize_dynamic_one(opt_path: str, *, keep_fp32: str, reduce_range: bool, per_channel: bool, tmp: str) -> bytes:
