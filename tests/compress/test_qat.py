@@ -69,3 +69,20 @@ def test_int8_qat_changes_only_weight_codes_and_biases():
             assert not after[k][before[k] == 0].any()  # zero codes (pruned weights) stay zero
             zeros += int((before[k] == 0).sum())
     assert zeros > 0
+
+
+def test_an_all_zero_channel_stays_zero_not_nan():
+    """A pruned channel's weights are all zero and ONNX Runtime gives it scale 0; 0 / 0 made NaN outputs in the
+    simulation and NaN codes (cast to garbage int8) in the written graph."""
+    _, m = _ctx_and_model()
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    module = QDQGraphModule(_int8_graph(m.eval(), x))
+    name = next(n for n, w in module.weights.items() if w.dim() == 4 and getattr(module, f"s_{n}").numel() > 1)
+    s = getattr(module, f"s_{name}")
+    with torch.no_grad():
+        s.view(-1)[0] = 0.0  # the first output channel of a conv: scale 0, as for an all-zero channel
+        module.weights[name][0] = 0.0
+        assert torch.isfinite(module(x)).all()
+    codes = _inits(module.to_onnx())
+    assert all(np.isfinite(v).all() for v in codes.values() if v.dtype.kind == "f")
+    assert not any((v == -128).any() for v in codes.values() if v.dtype == np.int8)  # NaN cast to int8 is -128

@@ -34,6 +34,12 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+
+def _nonzero(s):
+    """``s`` with zeros replaced by 1, to divide by: a channel whose weights are all zero (pruned) has scale 0,
+    and 0 / 0 made NaN codes (cast to garbage int8) and NaN outputs."""
+    return torch.where(s == 0, torch.ones_like(s), s)
+
 class QDQGraphModule(nn.Module):
     """A PyTorch view of an int8 QDQ ONNX graph: same ops, same scales, trainable weights and biases."""
 
@@ -102,7 +108,7 @@ class QDQGraphModule(nn.Module):
         s = getattr(self, f"s_{pname}")
         if kind == "int32":
             return w  # bias codes are rounded on write-back only (their steps are far below the weights')
-        return torch.clamp(_ste_round(w / s), lo, hi) * s * getattr(self, f"nz_{pname}")
+        return torch.clamp(_ste_round(w / _nonzero(s)), lo, hi) * s * getattr(self, f"nz_{pname}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, torch.Tensor] = {self.input_name: x}
@@ -214,7 +220,7 @@ class QDQGraphModule(nn.Module):
         for out, (pname, s, lo, hi, kind) in self._wq.items():
             w = self.weights[pname].detach()
             s = getattr(self, f"s_{pname}")
-            codes = torch.clamp(torch.round(w / s), lo, hi)
+            codes = torch.clamp(torch.round(w / _nonzero(s)), lo, hi) * (s != 0)  # a zero scale: an all-zero channel
             if kind == "int8":
                 codes = codes * getattr(self, f"nz_{pname}")
             new[pname] = codes.numpy().astype(np.int8 if kind == "int8" else np.int32)
