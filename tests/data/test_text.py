@@ -265,3 +265,11 @@ def test_an_idx_folder_with_a_readme_txt_is_still_idx(tmp_path):
     root = make_idx_dir(tmp_path / "idx", gz=False)
     (root / "README.txt").write_text("Fashion-MNIST, copied here")
     assert resolve_source(str(root))[0] == "idx"
+
+
+def test_a_test_source_that_is_the_training_source_is_refused(tmp_path):
+    from tests.data.test_sources import make_idx_dir
+
+    root = make_idx_dir(tmp_path / "idx", gz=False)
+    with pytest.raises(DataError, match="is the training data itself"):
+        load_dataset(str(root), test=str(root))

@@ -107,3 +107,15 @@ def test_distillation_learns_what_the_teacher_says():
           teacher=teacher)
     assert accuracy(student, Examples(V.x, (V.y + 1) % 3), pre) >= 0.8
     assert accuracy(student, V, pre) <= 0.2
+
+
+def test_freezing_every_group_is_a_recipe_error_not_a_traceback():
+    import pytest
+
+    from slimship.core.errors import RecipeError
+
+    T, V = _data()
+    m, pre = _model()
+    groups = parameter_groups(m)
+    with pytest.raises(RecipeError, match=f"use at most {len(groups) - 1}"):
+        train(m, T, V, pre, TrainConfig(epochs=1, freeze_stages=len(groups), evals=1), groups=groups)

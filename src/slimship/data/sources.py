@@ -407,6 +407,9 @@ def _load_with_separate_test(kind: str, target: str, test: str, size: tuple[int,
     its class set must equal the training class set. Returns ``(primary, test split, test target)``.
     """
     test_kind, test_target = resolve_source(test)
+    if test_target == target:
+        raise DataError(f"test data {test} is the training data itself: every test figure would be measured on "
+                        f"images the model trained on; pass a separate test set, or leave data.test empty")
     if test_kind != kind:
         raise DataError(f"test data {test} is a {test_kind} source but the training data is a {kind} source: "
                         f"pass a test source of the same kind")

@@ -299,6 +299,9 @@ def load_text_dataset(kind: str, target: str, *, test: str | None = None, val_fr
     pool, names, test_split, test_target = loaded.pool, loaded.class_names, loaded.test, None
     if test is not None:
         test_kind, test_target = resolve_source(test)
+        if test_target == target:
+            raise DataError(f"test data {test} is the training data itself: every test figure would be measured on "
+                            f"texts the model trained on; pass a separate test set, or leave data.test empty")
         if test_kind not in _LOADERS:
             raise DataError(f"test data {test} is not a text source but the training data is: pass texts for both")
         other = _LOADERS[test_kind](test_target, **opts)

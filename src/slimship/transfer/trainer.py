@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimship.core.device import CPU, Device
+from slimship.core.errors import RecipeError
 from slimship.core.preprocessing import Preprocessing
 from slimship.data.task import Examples
 
@@ -235,6 +236,9 @@ def train(
         if cfg.freeze_stages or cfg.gradual_unfreeze or cfg.layer_decay:
             raise ValueError("freeze_stages, gradual_unfreeze and layer_decay need the model's layer groups")
         groups = [[n for n, _ in model.named_parameters()]]
+    if cfg.freeze_stages >= len(groups):
+        raise RecipeError(f"transfer.freeze_stages {cfg.freeze_stages} would freeze the whole model, classifier "
+                          f"included (it has {len(groups)} layer groups): use at most {len(groups) - 1}")
     with device.holding(model, teacher):
         return _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device)
 
