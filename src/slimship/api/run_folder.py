@@ -93,19 +93,33 @@ def incomplete_run(path: str | Path) -> Path | None:
     return None
 
 
-def remove_orphaned_temp_files(out: Path) -> int:
+# A temporary file younger than this is left alone even when its PID is not running here: the run folder may be
+# shared with workers on other machines (slimship search), whose PIDs mean nothing on this one.
+TEMP_GRACE_SECONDS = 3600
+
+
+def remove_orphaned_temp_files(out: Path, grace: float = TEMP_GRACE_SECONDS) -> int:
     """Remove hidden temporary files of atomic writes in ``out``, ``out/packages`` and ``out/.work`` whose writer
-    process is gone; returns how many were removed."""
-    removed = 0
+    process is gone and which are older than ``grace`` seconds; returns how many were removed."""
+    import time
+
+    removed, now = 0, time.time()
     for folder in (out, *(out / n for n in OUTPUT_FOLDERS), out / ".work"):
         if not folder.is_dir():
             continue
         for f in folder.iterdir():
             m = _TEMP.match(f.name)
-            if m and f.is_file() and not _alive(int(m["pid"])):
+            if m and f.is_file() and not _alive(int(m["pid"])) and now - _mtime(f) > grace:
                 f.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def _mtime(f: Path) -> float:
+    try:
+        return f.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone meanwhile: nothing to remove
 
 
 def _alive(pid: int) -> bool:
