@@ -250,3 +250,21 @@ def test_init_counts_an_image_folder_without_decoding_it(tmp_path, monkeypatch):
     monkeypatch.setattr(folder, "_decode", no_decoding)
     monkeypatch.setattr(folder, "_decode_scaled", no_decoding)
     assert check_init_inputs(model="test_efficientnet", weights=None, data=str(tmp_path / "d"), test=None) >= 8
+
+
+def test_a_missing_optional_package_names_the_extra_to_install(monkeypatch, capsys):
+    import builtins
+
+    from slimship.cli.main import main
+
+    real_import = builtins.__import__
+
+    def no_cryptography(name, *args, **kwargs):
+        if name.split(".")[0] == "cryptography":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cryptography)
+    assert main(["keygen", "/nonexistent-dir/k"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'slimship[sign]'" in err and len(err.strip().splitlines()) == 1

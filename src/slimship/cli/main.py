@@ -16,6 +16,12 @@ SUBCOMMANDS = ["init", "run", "search", "report", "eval", "predict", "demo", "li
                "push", "pull", "store", "serve", "sign", "keygen"]
 
 
+# Optional dependencies (imported where they are needed) -> the pip extra that installs them (pyproject.toml).
+OPTIONAL_MODULES = {"fastapi": "serve", "uvicorn": "serve", "prometheus_client": "serve", "multipart": "serve",
+                    "starlette": "serve", "cryptography": "sign", "optuna": "search", "openvino": "openvino",
+                    "nncf": "openvino", "transformers": "text", "tokenizers": "text", "peft": "text", "s3fs": "s3"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
@@ -72,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("slimship: interrupted; re-run the same command to resume from the last finished stage", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        extra = OPTIONAL_MODULES.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"slimship: error: this needs {e.name}, which is not installed: pip install 'slimship[{extra}]' "
+              "(or 'slimship[all]' for every optional feature)", file=sys.stderr)
+        return 2
     except MemoryError:
         print("slimship: error: out of memory: lower data.train_limit or model.image_size in the recipe", file=sys.stderr)
         return 2
