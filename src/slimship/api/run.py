@@ -156,18 +156,18 @@ def open_stages(recipe: Recipe, out: Path, rep: Reporter, dev=None) -> Stages:
     return Stages(recipe, rd, adapter, data, pre, cache, dev, transferred, ctx, rep)
 
 
-def open_run_folder(out: str | Path, fresh: bool = False, world=None) -> RunFolder:
+def open_run_folder(out: str | Path, fresh: bool = False, world=None, clean: bool = True) -> RunFolder:
     """``out`` as a run folder, made (and emptied of cached stages with ``fresh``, and of a killed run's temporary
     files) by rank 0 only."""
-    folder = RunFolder.open(out, fresh) if world is None or world.main else RunFolder(Path(out))
+    folder = RunFolder.open(out, fresh, clean) if world is None or world.main else RunFolder(Path(out))
     if world is not None:
         world.barrier()
     return folder
 
 
-def output_folder(out: str | Path, fresh: bool = False, world=None) -> Path:
+def output_folder(out: str | Path, fresh: bool = False, world=None, clean: bool = True) -> Path:
     """``out`` as a folder (see :func:`open_run_folder`)."""
-    return open_run_folder(out, fresh, world).path
+    return open_run_folder(out, fresh, world, clean).path
 
 
 def package_context(st: Stages, folder: Path):

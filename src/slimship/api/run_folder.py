@@ -45,8 +45,10 @@ class RunFolder:
     notes: list[str] = field(default_factory=list)
 
     @classmethod
-    def open(cls, out: str | Path, fresh: bool = False) -> RunFolder:
-        """Create the folder if needed, drop the stage cache with ``fresh``, remove orphaned temporary files."""
+    def open(cls, out: str | Path, fresh: bool = False, clean: bool = True) -> RunFolder:
+        """Create the folder if needed, drop the stage cache with ``fresh``, remove orphaned temporary files
+        (unless ``clean`` is False: a search folder may be shared with workers on other machines, whose PIDs mean
+        nothing here)."""
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise SlimshipError(f"--out {out} exists and is not a folder: choose another path")
@@ -59,7 +61,7 @@ class RunFolder:
         folder = cls(out)
         if (out / MARKER).exists():
             folder.notes.append(f"{out} holds an unfinished run ({MARKER}): this run replaces its outputs")
-        removed = remove_orphaned_temp_files(out)
+        removed = remove_orphaned_temp_files(out) if clean else 0
         if removed:
             folder.notes.append(f"removed {removed} temporary file(s) left by a killed run")
         return folder

@@ -40,7 +40,7 @@ def search(recipe: Recipe, out: str | Path, *, trials: int | None = None, second
     if trials is not None and trials < 0:
         raise SlimshipError(f"--trials must be 0 or more (got {trials})")
     space = space or default_space()
-    out = output_folder(out)
+    out = output_folder(out, clean=False)  # workers on other machines may be writing here (shared storage)
     rep = Reporter(out / "search.log", quiet=quiet)
     try:
         with folder_lock(out / ".work" / "stages.lock"):  # a second worker waits here, then reads the cache
