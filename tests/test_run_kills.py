@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -157,10 +156,20 @@ def test_orphaned_temp_files_are_removed_only_when_their_writer_is_gone(tmp_path
     orphans = [tmp_path / f".metrics.json.tmp-{dead.pid}-0a1b2c3d", tmp_path / ".work" / f".k.json.tmp-{dead.pid}-ff00ff00"]
     mine = tmp_path / f".report.md.tmp-{os.getpid()}-12345678"  # a live writer's file stays
     other = tmp_path / ".notes.tmp"  # not the atomic writer's pattern
-    recent = tmp_path / f".model.slim.tmp-{dead.pid}-99999999"  # a dead PID here, but maybe another machine's writer
-    for f in (*orphans, mine, other, recent):
-        f.write_text("x")
     for f in (*orphans, mine, other):
-        os.utime(f, (time.time() - 7200, time.time() - 7200))  # two hours old
+        f.write_text("x")
     assert remove_orphaned_temp_files(tmp_path) == 2
-    assert not any(f.exists() for f in orphans) and mine.exists() and other.exists() and recent.exists()
+    assert not any(f.exists() for f in orphans) and mine.exists() and other.exists()
+
+
+def test_a_reused_pid_does_not_keep_an_orphan(tmp_path):
+    """PIDs (and the thread IDs that share their numbers) are reused: a process that started after the temporary
+    file was written is not its writer."""
+    import time
+
+    from slimship.api.run_folder import remove_orphaned_temp_files
+
+    f = tmp_path / f".model.slim.tmp-{os.getpid()}-0a1b2c3d"  # this live process's number...
+    f.write_text("x")
+    os.utime(f, (time.time() - 3600 * 24 * 400, time.time() - 3600 * 24 * 400))  # ...but written before it started
+    assert remove_orphaned_temp_files(tmp_path) == 1 and not f.exists()

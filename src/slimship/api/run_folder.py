@@ -95,33 +95,39 @@ def incomplete_run(path: str | Path) -> Path | None:
     return None
 
 
-# A temporary file younger than this is left alone even when its PID is not running here: the run folder may be
-# shared with workers on other machines (slimship search), whose PIDs mean nothing on this one.
-TEMP_GRACE_SECONDS = 3600
-
-
-def remove_orphaned_temp_files(out: Path, grace: float = TEMP_GRACE_SECONDS) -> int:
+def remove_orphaned_temp_files(out: Path) -> int:
     """Remove hidden temporary files of atomic writes in ``out``, ``out/packages`` and ``out/.work`` whose writer
-    process is gone and which are older than ``grace`` seconds; returns how many were removed."""
-    import time
-
-    removed, now = 0, time.time()
+    process is gone; returns how many were removed."""
+    removed = 0
     for folder in (out, *(out / n for n in OUTPUT_FOLDERS), out / ".work"):
         if not folder.is_dir():
             continue
         for f in folder.iterdir():
             m = _TEMP.match(f.name)
-            if m and f.is_file() and not _alive(int(m["pid"])) and now - _mtime(f) > grace:
+            if m and f.is_file() and not _writer_alive(int(m["pid"]), f):
                 f.unlink(missing_ok=True)
                 removed += 1
     return removed
 
 
-def _mtime(f: Path) -> float:
+def _writer_alive(pid: int, f: Path) -> bool:
+    """Is the process that wrote ``f`` (named by its PID) still running? PIDs are reused, and thread IDs share
+    their number space (32,768 on many Linux machines, soon spent by threaded runtimes): a number that is now a
+    thread of another process, or a process started after ``f`` was last written, is not its writer."""
+    if not _alive(pid):
+        return False
     try:
-        return f.stat().st_mtime
-    except OSError:
-        return float("inf")  # gone meanwhile: nothing to remove
+        status = Path(f"/proc/{pid}/status").read_text()
+        tgid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Tgid:"))
+        if tgid != pid:
+            return False  # a thread of another process
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        started = boot + ticks / os.sysconf("SC_CLK_TCK")
+        return started <= f.stat().st_mtime + 2  # started after the file was last written: not its writer
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # no /proc to ask: trust the PID
 
 
 def _alive(pid: int) -> bool:
