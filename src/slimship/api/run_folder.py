@@ -25,7 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimship.core.atomic import write_text_atomically
+from slimship.core.atomic import fsync_dir, write_text_atomically
 from slimship.core.errors import SlimshipError
 
 #: The marker of an unfinished run, in the run folder.
@@ -82,7 +82,7 @@ class RunFolder:
     def finish(self) -> None:
         """Every output is written: remove the marker (the commit of the run)."""
         (self.path / MARKER).unlink(missing_ok=True)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
 
 def incomplete_run(path: str | Path) -> Path | None:
@@ -140,16 +140,3 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError, OSError):
         return True  # another user's process (or a PID we cannot ask about): leave its files alone
     return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

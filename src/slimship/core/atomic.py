@@ -132,6 +132,11 @@ def _fsync(fd: int) -> None:
     os.fsync(fd)
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make the renames and removals in ``directory`` durable (best effort)."""
+    _fsync_dir(directory)
+
+
 def _fsync_dir(directory: Path) -> None:
     # Makes the rename itself durable on POSIX; not possible (nor needed) everywhere, so best effort.
     try:
