@@ -58,6 +58,7 @@ class ChainRunner:
 
     def run(self, steps: list, name: str = "candidate") -> CompressedModel:
         """Compress the dense model through ``steps`` (step configs); returns the final state."""
+        from slimship.core.memory import release_memory
         from slimship.models.rebuild import apply_arch_edits_
 
         state = ModelState(model=self.ctx.teacher)
@@ -79,6 +80,7 @@ class ChainRunner:
                 self.ctx.log(f"{name}: step {i + 1}/{len(steps)} {step.method}")
                 n0 = len(self.ctx.trainings)
                 state = apply_step(state, step, self.ctx)
+                release_memory()  # what the step's training and graphs freed goes back to the OS
                 ran = [{"step": i + 1, "method": step.method, **t} for t in self.ctx.trainings[n0:]]
                 state.notes = {**state.notes, "training": [*state.notes.get("training", []), *ran]}
                 self.cache.save(key, {"arch_edits": state.arch_edits, "notes": state.notes}, state.model, state.onnx)

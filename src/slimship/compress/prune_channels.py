@@ -131,8 +131,10 @@ def prune_channels_(
                 break
             if cfg.importance == "taylor":
                 model.zero_grad()
-                for x, y in (loss_batches() if loss_batches else []):
-                    torch.nn.functional.cross_entropy(model(x), y).backward()
+                batches = loss_batches() if loss_batches else []
+                total = sum(len(y) for _, y in batches)
+                for x, y in batches:  # the mean loss over all of them, one batch's activations at a time
+                    (torch.nn.functional.cross_entropy(model(x), y, reduction="sum") / total).backward()
             pruner.step()
             done += 1
         model.zero_grad(set_to_none=True)
@@ -166,9 +168,8 @@ def _prune_channels(state: ModelState, cfg: PruneChannelsConfig, ctx: CompressCo
                     f"recover {rnd + 1}/{cfg.steps}")
         ctx.log(f"recovery round {rnd + 1}: val {r.best_val_accuracy:.4f} ({r.steps} steps, {r.images_per_second:.0f} img/s)")
 
-    def loss_batches():
-        j = idx[:128]
-        return [(ctx.pre.model_input(ctx.train.x[j]), ctx.train.y[j])]
+    def loss_batches():  # 128 examples, in batches of 32 (Taylor importance needs gradients: memory)
+        return [(ctx.pre.model_input(ctx.train.x[j]), ctx.train.y[j]) for j in idx[:128].split(32)]
 
     example = ctx.pre.model_input(ctx.train.x[:1])
     info = prune_channels_(model, cfg, example, calib, recover_round, loss_batches, log=ctx.log,

@@ -55,10 +55,12 @@ def recovery_config(rec: Recovery, ctx: CompressContext, frozen: frozenset[str] 
 def recover(model: nn.Module, cfg, ctx: CompressContext, desc: str,
             after_step: Callable[[nn.Module, float], None] | None = None):
     """Distil the dense teacher into ``model`` (in place) with trainer config ``cfg``; returns the TrainResult."""
+    from slimship.core.memory import release_memory
     from slimship.transfer.trainer import train
 
     r = train(model, ctx.train, ctx.val, ctx.pre, cfg, teacher=ctx.teacher, after_step=after_step,
               progress=ctx.progress, desc=desc, device=ctx.device)
+    release_memory()  # the optimizer's state and the activations are gone: give their pages back
     # Budgets may be seconds: what actually ran is recorded (the chain runner files it in the step's notes).
     ctx.trainings.append({"desc": desc, "epochs": round(r.epochs, 3), "steps": r.steps, "seconds": round(r.seconds, 1)})
     ctx.log(f"{desc}: {r.epochs:.2f} epochs ({r.steps} steps, {r.seconds:.0f} s)")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from slimship.core.cache import StageCache, stage_key
 from slimship.core.device import CPU, Device
+from slimship.core.memory import release_memory
 from slimship.transfer.trainer import TrainConfig, train
 from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
 
@@ -96,6 +97,7 @@ def _cached(cache: StageCache, key: str, model, run: Callable[[], tuple[dict, fl
         log(f"{name}: restored from cache")
         return hit.info["notes"], hit.info["seconds"]
     notes, secs = run()
+    release_memory()  # the training's optimizer state and activations are freed: give their pages back
     cache.save(key, {"notes": notes, "seconds": secs}, model)
     return notes, secs
 

@@ -86,11 +86,47 @@ class QDQGraphModule(nn.Module):
                 # a zero code stays zero (pruned weights survive QAT: sparsity is never undone)
                 self.register_buffer(f"nz_{pname}", torch.from_numpy(q != 0) if kind == "int8" else None)
                 self._wq[node.output[0]] = (pname, s, lo, hi, kind)
+        self._fused = self._fusable_pairs()
+        # a tensor is dropped from the forward pass's table after its last reader (autograd keeps what it needs)
+        self._last_use: dict[int, list[str]] = {}
+        last: dict[str, int] = {}
+        for i, node in enumerate(self.nodes):
+            for name in node.input:
+                last[name] = i
+        for name, i in last.items():
+            if name != self.output_name:
+                self._last_use.setdefault(i, []).append(name)
         for name, v in self.inits.items():
             if v.dtype.kind == "f":
                 self._const_ix[name] = f"c{len(self._const_ix)}"
                 self.consts.register_buffer(self._const_ix[name], torch.from_numpy(v.astype(np.float32)),
                                             persistent=False)
+
+    def _fusable_pairs(self) -> dict[str, tuple[float, int, int, int]]:
+        """Activation ``QuantizeLinear`` outputs read only by ``DequantizeLinear`` nodes with the same per-tensor
+        scale and zero point: ``{q output: (scale, zero point, lo, hi)}``. Such a pair runs as one fused fake
+        quantizer (``torch.fake_quantize_per_tensor_affine``), which keeps a 1-byte mask for the backward pass
+        instead of several float copies of the activation (most of QAT's memory)."""
+        readers: dict[str, list] = {}
+        for node in self.nodes:
+            for name in node.input:
+                readers.setdefault(name, []).append(node)
+        fused = {}
+        for node in self.nodes:
+            if node.op_type != "QuantizeLinear" or node.input[0] in self.inits:
+                continue
+            s_name = node.input[1]
+            z_name = node.input[2] if len(node.input) > 2 else ""
+            scale, zp = self.inits.get(s_name), self.inits.get(z_name) if z_name else None
+            if scale is None or scale.size != 1 or (z_name and zp is None) or (zp is not None and zp.size != 1):
+                continue
+            lo, hi = (0, 255) if zp is None or zp.dtype == np.uint8 else (-128, 127)
+            outs = readers.get(node.output[0], [])
+            same = all(r.op_type == "DequantizeLinear" and r.input[0] == node.output[0] and r.input[1] == s_name
+                       and (r.input[2] if len(r.input) > 2 else "") == z_name for r in outs)
+            if outs and same and node.output[0] != self.output_name and float(scale) > 0:
+                fused[node.output[0]] = (float(scale), int(zp) if zp is not None else 0, lo, hi)
+        return fused
 
     # ---- simulation ---------------------------------------------------------------------------------------
     def _const(self, name: str) -> torch.Tensor | None:
@@ -120,11 +156,16 @@ class QDQGraphModule(nn.Module):
                 return env[name]
             return self._const(name)
 
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
             op, ins, out = node.op_type, node.input, node.output[0]
             attrs = {a.name: a for a in node.attribute}
             if op == "DequantizeLinear" and out in self._wq:
                 env[out] = self._weight(out)
+            elif op == "QuantizeLinear" and out in self._fused:
+                s, zp, lo, hi = self._fused[out]  # the pair's dequantized value (its DequantizeLinear passes it on)
+                env[out] = torch.fake_quantize_per_tensor_affine(get(ins[0]), s, zp, lo, hi)
+            elif op == "DequantizeLinear" and ins[0] in self._fused:
+                env[out] = env[ins[0]]
             elif op == "QuantizeLinear":
                 s, zp = get(ins[1]), self.inits.get(ins[2]) if len(ins) > 2 else None
                 zp_v = float(zp) if zp is not None else 0.0
@@ -209,6 +250,8 @@ class QDQGraphModule(nn.Module):
                 pads = list(attrs["pads"].ints) if "pads" in attrs else [0, 0, 0, 0]
                 xin = F.pad(get(ins[0]), (pads[1], pads[3], pads[0], pads[2]))
                 env[out] = F.max_pool2d(xin, k, st) if op == "MaxPool" else F.avg_pool2d(xin, k, st)
+            for name in self._last_use.get(i, ()):
+                env.pop(name, None)
         return env[self.output_name]
 
     # ---- write-back ---------------------------------------------------------------------------------------
