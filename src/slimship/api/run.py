@@ -214,6 +214,7 @@ def write_packages(prepared: list, measured: list, pctx) -> None:
 def _measure_and_package(models: list, reference: str, st: Stages, out: Path) -> dict:
     """Prepare every model's package, measure the exact graph it holds, write it once, choose the winner; return
     the run's metrics (without timings)."""
+    from slimship.core.memory import release_memory
     from slimship.evaluate.decision import decide
     from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, predictions_arrays
     from slimship.package import stage as package
@@ -227,6 +228,7 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
     runtimes = sorted({rt for m in measured for rt in m.runtimes})
     rep.log(f"latency: {len(measured)} deploy graphs in {', '.join(runtimes)}, interleaved, batch sizes "
             f"{ev.batch_sizes}; peak memory")
+    release_memory()  # every session of every runtime is alive while timing: start from a trimmed heap
     measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
     rep.log("fastest runtime (ships for it): " + ", ".join(f"{m.name} {m.runtime}" for m in measured))
     measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)

@@ -1,0 +1,48 @@
+"""ONNX Runtime sessions of one process share one arena (a run times a dozen sessions side by side)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = r"""
+import numpy as np, onnx, onnxruntime as ort
+from onnx import helper, TensorProto, numpy_helper
+from slimship.core.runtime import session
+
+def rss_mb():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+
+w = numpy_helper.from_array(np.full((16, 16, 3, 3), 0.01, np.float32), "w")
+nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+         helper.make_node("Conv", ["b", "w"], ["y"], pads=[1, 1, 1, 1])]
+g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 64, 64])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 16, 64, 64])], [w])
+model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+graph = model.SerializeToString()
+x = np.ones((64, 16, 64, 64), np.float32)
+
+def grow(make):
+    keep, r0 = [], rss_mb()
+    for _ in range(4):
+        s = make()
+        s(x)
+        keep.append(s)
+    return rss_mb() - r0, keep
+
+shared, a = grow(lambda: session(graph, "onnxruntime", threads=1))
+def own():
+    so = ort.SessionOptions(); so.intra_op_num_threads = 1
+    s = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+    return lambda b: s.run(None, {"x": b})[0]
+separate, b = grow(own)
+print(shared, separate)
+"""
+
+
+def test_onnxruntime_sessions_share_one_arena():
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout.split()
+    shared, separate = int(out[0]), int(out[1])
+    assert separate > 80  # four arenas, each holding a batch's activations (16 MB a tensor)
+    assert shared < 0.5 * separate
