@@ -83,6 +83,8 @@ def test_the_store_takes_a_text_task_as_a_lowrank_delta(capsys, lora_run, tmp_pa
     r = json.loads(_ok(capsys, "push", pk / "finetuned.slim", store, "--base", "base@1", "--delta", "lowrank",
                        "--name", "spam", "--json"))
     assert r["check"]["top1_agreement"] == 1.0 and r["size_bytes"] < r["full_bytes"] / 3
+    probe = json.loads(_ok(capsys, "push", pk / "probe.slim", store, "--base", "base@1", "--json"))  # default fp16
+    assert probe["base"] == r["base"] and probe["check"]["top1_agreement"] == 1.0  # random token ids checked
     _ok(capsys, "pull", "spam", store, "-o", tmp_path / "spam.slim")
     assert "tokenizer.json" in read_package(tmp_path / "spam.slim").parts
     texts, _ = make_texts(3, seed=4)
