@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from slimship.core.cache import StageCache, stage_key
 from slimship.core.device import CPU, Device
+from slimship.transfer.trainer import TrainConfig, train
 from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
 from slimship.transfer.strategies import STRATEGIES
-from slimship.transfer.trainer import TrainConfig, train
 
 if TYPE_CHECKING:
     from torch import nn
