@@ -20,7 +20,7 @@ def test_minimal_recipe_gets_defaults():
 @pytest.mark.parametrize("data, phrase", [
     ({**BASE, "trnsfer": {}}, "unknown field 'trnsfer' (did you mean 'transfer'?)"),
     ({**BASE, "model": {"architecture": "a", "imagesize": 3}}, "did you mean 'image_size'"),
-    ({**BASE, "transfer": {"strategy": "fine"}}, "transfer.strategy: must be 'probe', 'finetune' or 'partial'"),
+    ({**BASE, "transfer": {"strategy": "fine"}}, "transfer.strategy: must be 'probe', 'finetune', 'partial' or 'lora'"),
     ({**BASE, "transfer": {"budget": {"epochs": 1, "seconds": 2}}}, "exactly one of epochs or seconds"),
     ({**BASE, "transfer": {"lr": "fast"}}, "transfer.lr"),
     ({**BASE, "compress": {"candidates": [{"name": "a", "steps": [{"method": "int9"}]}]}}, "int9"),

@@ -34,6 +34,7 @@ def run(args) -> int:
             ("probe", "frozen backbone; features computed once and cached; logistic-regression head"),
             ("finetune", "all layers; options: head_init probe (LP-FT), gradual_unfreeze, layer_decay"),
             ("partial", "freeze the first freeze_stages stages, fine-tune the rest"),
+            ("lora", "PEFT LoRA adapters (transfer.lora) + the head, merged; ships as a low-rank delta on base.slim"),
             ("scratch", "baseline beside every run: same architecture, random init, same budget"),
         ],
         "compression methods": [(e.name, e.help) for e in METHODS.list()],

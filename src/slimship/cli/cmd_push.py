@@ -14,7 +14,8 @@ def add_arguments(p) -> None:
                         "@sha256:HEX], or the path of the base .slim that was pushed there")
     p.add_argument("--delta", metavar="MODE", default=None,
                    help="with --base: fp16 (default: every changed weight as an fp16 delta, checked in ONNX "
-                        "Runtime) or lossless (bit-exact)")
+                        "Runtime), lossless (bit-exact) or lowrank (a truncated SVD per changed matrix: tasks "
+                        "trained with strategy lora)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

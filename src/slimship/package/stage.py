@@ -2,7 +2,7 @@
 
 :func:`prepare` turns a model into its deploy parts and the exact graph those parts decode to; the run measures
 that graph; :func:`write` then writes the package with its figures. A model trained as a delta on the pretrained
-model (``transfer.delta``) is also written as ``NAME.delta.slim`` against ``base.slim``: the pretrained backbone
+model (``transfer.delta``, ``strategy: lora``) is also written as ``NAME.delta.slim`` against ``base.slim``: the pretrained backbone
 without its classifier, so every task of the same architecture, weights and input size shares one
 byte-identical base graph. Graphs of deltas keep BatchNorm unfolded, so a delta in a few weights stays a delta in
 a few weights, and the task graph measured is the one rebuilt from the delta.
@@ -78,7 +78,9 @@ def prepare(m: Shippable, ctx: PackageContext) -> Prepared:
 
         base = ctx.base_graph(m.base)
         task = ctx.adapter.export_onnx(m.model, fold_bn=False)
-        cfg = DeltaConfig(mode="sparse", density=1.0, value_bits=ctx.delta_value_bits, head_bits=32)
+        # how the transfer strategy's change is coded best (lora: lowrank), else every changed entry
+        enc = m.notes.get("delta_encoding") or {"mode": "sparse", "density": 1.0, "value_bits": ctx.delta_value_bits}
+        cfg = DeltaConfig(**enc, head_bits=32)
         blob, info = encode_delta(base, task, cfg)
         rebuilt = apply_delta(base, blob)
         return Prepared(m, deploy_parts(rebuilt), rebuilt, (blob, info))

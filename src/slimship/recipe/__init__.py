@@ -88,8 +88,21 @@ class DeltaTraining(_Strict):
                                                           "32 = lossless); accuracy is measured on the stored values")
 
 
+class LoraSection(_Strict):
+    """LoRA adapters (``strategy: lora``, through PEFT): low-rank updates of the ``target_modules`` plus the head,
+    trained in full; merged into the weights afterwards, so everything downstream sees a plain classifier and the
+    task is packaged as a low-rank delta against ``packages/base.slim`` (docs/delta.md)."""
+
+    rank: int = Field(8, ge=1, le=1024, description="rank r of each adapter")
+    alpha: float = Field(16.0, gt=0, description="scaling: the update is (alpha / rank) B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input while training")
+    target_modules: list[str] | None = Field(None, min_length=1, description="layers to adapt: full names or their "
+                                             "last part (query, value); null: every Linear layer outside the head")
+    lr: float | None = Field(None, gt=0, description="learning rate of adapters and head (null: transfer.lr)")
+
+
 class TransferSection(_Strict):
-    strategy: Literal["probe", "finetune", "partial"] = "finetune"
+    strategy: Literal["probe", "finetune", "partial", "lora"] = "finetune"
     head_init: Literal["probe", "random"] = "random"  # "probe" = LP-FT; needs a lower lr (~1e-4)
     budget: Budget = Budget(epochs=3)  # epochs: the result does not depend on how busy the machine is
     lr: float = Field(1e-3, gt=0)
@@ -106,6 +119,7 @@ class TransferSection(_Strict):
     scratch_budget: Budget | None = None  # default: the same budget as the transfer
     scratch_lr: float = Field(2e-3, gt=0)
     delta: DeltaTraining | None = None  # also store the task as a sparse delta on the pretrained base
+    lora: LoraSection | None = None  # strategy lora's adapters (null: the defaults)
 
     @model_validator(mode="after")
     def _partial(self):
@@ -113,6 +127,10 @@ class TransferSection(_Strict):
             raise ValueError("strategy partial needs freeze_stages >= 1 (how many stages from the input stay frozen)")
         if self.delta is not None and self.strategy == "probe":
             raise ValueError("delta needs a fine-tune (strategy finetune or partial): a probe changes only the head")
+        if self.lora is not None and self.strategy != "lora":
+            raise ValueError("transfer.lora configures strategy lora: set strategy: lora, or drop the lora section")
+        if self.strategy == "lora" and self.delta is not None:
+            raise ValueError("strategy lora already stores the task as a low-rank delta on the base: drop transfer.delta")
         return self
 
 

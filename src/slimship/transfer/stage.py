@@ -17,6 +17,7 @@ from slimship.core.device import CPU, Device
 from slimship.core.memory import release_memory
 from slimship.transfer.trainer import TrainConfig, train
 from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
+from slimship.transfer.strategies import STRATEGIES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -110,10 +111,11 @@ def transfer(inp: TransferInputs) -> TransferResult:
     """Run the recipe's transfer section (see the module docstring)."""
     t, rep = inp.section, inp.reporter
     # The fine-tune's cache key must not change when only the scratch baseline's settings do.
-    tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr", "delta"})
+    # (lora: its own section joins the key of its own stage)
+    tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr", "delta", "lora"})
     models = [_probe(inp)]
     if t.strategy != "probe":
-        finetuned = _finetune(inp, models[0], tdict)
+        finetuned = STRATEGIES.get(t.strategy)(inp, models[0], tdict)
         models.append(finetuned)
         if t.delta is not None:
             models.append(_delta(inp, finetuned))
@@ -171,6 +173,8 @@ def _probe(inp: TransferInputs) -> TrainedModel:
                          **({"device": info["device"]} if "device" in info else {})})
 
 
+@STRATEGIES.register("finetune", help="every weight trains (layer-wise LR decay, gradual unfreezing optional)")
+@STRATEGIES.register("partial", help="the embeddings / stem and the lowest freeze_stages layer groups stay frozen")
 def _finetune(inp: TransferInputs, probe: TrainedModel, tdict: dict) -> TrainedModel:
     t = inp.section
     key = stage_key(inp.base_key, tdict)

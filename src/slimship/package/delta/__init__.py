@@ -18,6 +18,8 @@ weight. :func:`encode_delta` turns two fp32 ONNX graphs of the same architecture
   - ``mixed``: every entry coded with a per-tensor Lloyd-Max codebook of 2 to 32 levels, the sizes allocated
     across tensors by rate-distortion under a bits-per-weight budget, optionally weighted by measured
     sensitivities (:func:`tensor_sensitivity`);
+  - ``lowrank``: each changed matrix as a truncated SVD with fp16 factors (exact for a LoRA-trained task;
+    :mod:`slimship.package.delta.lowrank`), vectors and full-rank changes as fp16 deltas;
   - unchanged tensors cost nothing.
 
 The payload is lzma-compressed as a whole. :func:`apply_delta` rebuilds the task ONNX from the base graph and
@@ -33,9 +35,10 @@ the bytes actually present before anything is allocated. Any malformed blob rais
 
 from __future__ import annotations
 
-# Modules: config (DeltaConfig, constants), encode (encode_delta and its coders), decode (apply_delta, blob
-# checks), search (tensor_sensitivity, best_delta), graph (ONNX initializer helpers), bits (mask/gap packing;
-# the bit and int4 packing itself is slimship.package.bits), package (pack_delta, load_task_onnx). The
+# Modules: config (DeltaConfig, constants), encode (encode_delta and its coders), lowrank (the lowrank coder),
+# decode (apply_delta, blob checks), search (tensor_sensitivity, best_delta), graph (ONNX initializer helpers),
+# bits (mask/gap packing; the bit and int4 packing itself is slimship.package.bits), package (pack_delta,
+# load_task_onnx). The
 # constants and private helpers imported below besides the public API keep their old paths
 # (slimship.package.delta._PREFIX, ._varint_encode, ._pack_int4, ...) working.
 from slimship.package.bits import pack_int4 as _pack_int4

@@ -31,6 +31,7 @@ from slimship.package.delta.config import (
     _bad,
 )
 from slimship.package.delta.graph import _dims_numel, _is_stripped, _load_model
+from slimship.package.delta.lowrank import apply_lowrank, check_lowrank
 
 
 def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
@@ -80,6 +81,8 @@ def apply_delta(base_onnx: bytes, blob: bytes) -> bytes:
             out = numpy_helper.to_array(b).astype(np.float32).ravel()  # a fresh, writable copy
             if e["kind"] == "sparse":
                 _apply_sparse(out, e, header["positions"], bitorder, streams, cursors)
+            elif e["kind"] == "lowrank":
+                apply_lowrank(out, e, _take(streams, cursors, "values", check_lowrank(e, n)))
             elif e["kind"] == "codes":
                 levels, rows = e["levels"], e["rows"]
                 book = np.frombuffer(_take(streams, cursors, "codebooks", 4 * levels), "<f4")
@@ -210,14 +213,18 @@ def _check_header(h: Any, version: int) -> None:
         kind = e["kind"]
         keys = {"same": common | {"base"}, "half": common, "sign": common | {"base", "scale", "rows"},
                 "codes": common | {"base", "levels", "scale", "rows"},
+                "lowrank": common | {"base", "rank", "rows", "scale", "val_bytes"},
                 "sparse": common | {"base", "bits", "k", "scale", "val_bytes", "pos_bytes"}}[kind]
         need(set(e) == keys, f"keys of tensor entry {e['name'][:60]!r}")
         if "base" in e:
             need(isinstance(e["base"], str), "tensor base name")
         if "scale" in e:
             need(type(e["scale"]) in (int, float) and math.isfinite(e["scale"]), "tensor scale")
-        if kind in ("sign", "codes"):
+        if kind in ("sign", "codes", "lowrank"):
             need(_is_size(e["rows"]), "tensor scale rows")
+        if kind == "lowrank":
+            need(version >= 3, "a lowrank entry in a blob older than version 3")
+            need(_is_size(e["rank"]) and _is_size(e["val_bytes"]), "tensor rank")
         if kind == "codes":
             need(type(e["levels"]) is int and 1 <= e["levels"] <= 256, "tensor codebook size")
         if kind == "sparse":

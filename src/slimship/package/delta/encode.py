@@ -14,7 +14,7 @@ import numpy as np
 
 from slimship.package.bits import pack_int4, pack_mask
 from slimship.package.delta.bits import _gaps, _mask_bytes, _varint_encode
-from slimship.package.delta.config import _FLOAT, _LEVELS, _LZMA_PRESET, _MAGIC, _PREFIX, BLOB_VERSION, DeltaConfig
+from slimship.package.delta.config import _FLOAT, _LEVELS, _LZMA_PRESET, _MAGIC, _PREFIX, LOWRANK_VERSION, DeltaConfig
 from slimship.package.delta.graph import (
     _is_vector,
     _load_model,
@@ -24,6 +24,7 @@ from slimship.package.delta.graph import (
     _rows,
     _strip,
 )
+from slimship.package.delta.lowrank import encode_lowrank
 
 
 def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = None, *,
@@ -107,8 +108,18 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
                 scale_chunks.append(np.minimum(per_row / scale if scale else per_row, 65504).astype("<f2").tobytes())
             kept_total += n
             continue
-        bits = 16 if vector and cfg.value_bits < 16 else cfg.value_bits
-        if vector:
+        if cfg.mode == "lowrank" and not vector and not _is_vector(task, entry["name"]):
+            rows = _rows(task, entry["name"])
+            coded = encode_lowrank(d, rows, cfg.rank) if rows else None
+            if coded is not None:
+                rank, scale, payload = coded
+                entry.update(kind="lowrank", rank=rank, rows=rows, scale=scale, val_bytes=len(payload))
+                val_chunks.append(payload)
+                kept_total += n
+                continue
+        # lowrank mode: vectors and matrices that factors would not make smaller go as dense fp16 deltas
+        bits = 16 if (vector or cfg.mode == "lowrank") and cfg.value_bits < 16 else cfg.value_bits
+        if vector or cfg.mode == "lowrank":
             k = n
         pos, payload, scale = _encode_sparse(b_arr, t_arr, d, k, bits)
         entry.update(kind="sparse", bits=bits, k=int(pos.size), scale=scale, val_bytes=len(payload))
@@ -136,8 +147,10 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
         "codes": b"".join(code_chunks),
         "half": b"".join(half_chunks),
     }
+    # the lowest version that holds these entries, so older readers still read the blobs they can decode
+    version = LOWRANK_VERSION if any(e.get("kind") == "lowrank" for e in entries) else 2
     header = {
-        "version": BLOB_VERSION,
+        "version": version,
         "base_sha256": hashlib.sha256(base_onnx).hexdigest(),
         "mode": cfg.mode,
         "positions": how,
@@ -146,7 +159,7 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
     }
     head = json.dumps(header, allow_nan=False, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(head)) + head + b"".join(streams.values())
-    blob = _PREFIX.pack(_MAGIC, BLOB_VERSION, len(payload), hashlib.sha256(payload).digest()) + _xz(payload)
+    blob = _PREFIX.pack(_MAGIC, version, len(payload), hashlib.sha256(payload).digest()) + _xz(payload)
 
     info = {
         **asdict(cfg),
@@ -163,13 +176,18 @@ def encode_delta(base_onnx: bytes, task_onnx: bytes, cfg: DeltaConfig | None = N
                      **{k: len(_xz(v, fast=True)) for k in ("values", "signs", "scales", "codebooks", "codes", "half")
                         if (v := streams[k])}},
     }
-    drop = {"sparse": ("scales", "bits_per_weight"), "bitdelta": ("density", "value_bits", "allocation",
-            "bits_per_weight"), "mixed": ("density", "value_bits", "allocation")}[cfg.mode]
+    drop = {"sparse": ("scales", "bits_per_weight", "rank"), "bitdelta": ("density", "value_bits", "allocation",
+            "bits_per_weight", "rank"), "mixed": ("density", "value_bits", "allocation", "rank"),
+            "lowrank": ("density", "allocation", "scales", "bits_per_weight")}[cfg.mode]
     for k in drop:
         info.pop(k)
     if cfg.mode == "mixed":
         levels = [e["levels"] for e in entries if e.get("kind") == "codes"]
         info["levels"] = {str(L): levels.count(L) for L in sorted(set(levels))}
+    if cfg.mode == "lowrank":
+        ranks = [e["rank"] for e in entries if e.get("kind") == "lowrank"]
+        info["ranks"] = {str(r): ranks.count(r) for r in sorted(set(ranks))}
+        info["dense_fp16"] = sum(1 for e in entries if e.get("kind") == "sparse")
     return blob, info
 
 
@@ -222,7 +240,7 @@ def _best_scale(vals: np.ndarray, qmax: int) -> float:
 def _allocate(cfg: DeltaConfig, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[int]:
     """Entries to keep per changed tensor."""
     sizes = np.array([b.size for b, _ in pairs], np.float64)
-    if cfg.mode == "bitdelta" or not pairs:
+    if cfg.mode in ("bitdelta", "lowrank") or not pairs:
         return [int(n) for n in sizes]
     if cfg.allocation == "uniform" or cfg.density >= 1.0:
         return [int(math.ceil(cfg.density * n)) for n in sizes]

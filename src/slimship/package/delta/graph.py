@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from slimship.package.delta.config import _FLOAT, _MAX_PAYLOAD, _NUMERIC_TYPES, _bad
 
+_GENERATED = "onnx::"  # prefix of initializer names the torch exporter makes up (numbered in export order)
+
 
 def _load_model(data: bytes, what: str):
     import onnx
@@ -70,9 +72,10 @@ def _is_vector(model, name: str) -> bool:
 def _match_initializers(base, task) -> dict[str, str]:
     """task initializer name -> base initializer name, for fp32 tensors of equal shape.
 
-    By name first; names the exporter generated (``onnx::Conv_123``) can shift between exports, so any
-    tensor left over is matched by where it is used (see _use_keys) when that place is unique in both
-    graphs."""
+    By name first; names the exporter generated (``onnx::MatMul_123``) shift between exports (a task graph with
+    a head numbers them differently from its base without one), so those, and any tensor left over, are
+    matched by where they are used (see _use_keys) when that place is unique in both graphs; a generated
+    name still unmatched then falls back to the same name."""
     bt = {t.name: t for t in base.graph.initializer if t.data_type == _FLOAT and _plain_numeric(t)}
     out: dict[str, str] = {}
     left = []
@@ -80,7 +83,7 @@ def _match_initializers(base, task) -> dict[str, str]:
         if t.data_type != _FLOAT or not _plain_numeric(t):
             continue
         b = bt.get(t.name)
-        if b is not None and list(b.dims) == list(t.dims):
+        if b is not None and list(b.dims) == list(t.dims) and not t.name.startswith(_GENERATED):
             out[t.name] = t.name
         else:
             left.append(t)
@@ -99,6 +102,11 @@ def _match_initializers(base, task) -> dict[str, str]:
             cands = by_key.get(key, []) if key else []
             if len(cands) == 1 and tcount[key] == 1 and list(bt[cands[0]].dims) == list(t.dims):
                 out[t.name] = cands[0]
+        used = set(out.values())
+        for t in left:
+            b = bt.get(t.name)
+            if t.name not in out and t.name not in used and b is not None and list(b.dims) == list(t.dims):
+                out[t.name] = t.name
     return out
 
 

@@ -27,8 +27,9 @@ def pack_delta(path: str | Path, *, base_package: str | Path, task_package: str 
     """Write a delta package; returns its size in bytes.
 
     The manifest is the task package's (its ``metrics`` are the full fine-tune's) plus ``delta``:
-    ``base_package_sha256``, ``base_graph_sha256``, ``mode`` and ``info``. The only part is ``delta.bin``:
-    the blob is self-contained (it carries the task's graph skeleton, head included). Raises ValueError if
+    ``base_package_sha256``, ``base_graph_sha256``, ``mode`` and ``info``. The parts are ``delta.bin`` (the
+    blob is self-contained: it carries the task's graph skeleton, head included) and the data files the task's
+    preprocessing reads (a text model's ``tokenizer.json``), copied from the task package. Raises ValueError if
     the blob was not made against the base package's graph, PackageError if a package does not read.
     """
     from slimship.package.format import read_package, write_package
@@ -47,7 +48,19 @@ def pack_delta(path: str | Path, *, base_package: str | Path, task_package: str 
         "mode": header["mode"],
         "info": json.loads(json.dumps(info, default=str, allow_nan=False)),
     }
-    return write_package(path, manifest, {DELTA_PART: bytes(blob)}, codecs={DELTA_PART: "none"})
+    return write_package(path, manifest, {DELTA_PART: bytes(blob), **_preprocessing_parts(task, task_package)},
+                         codecs={DELTA_PART: "none"})
+
+
+def _preprocessing_parts(pkg, path: str | Path) -> dict[str, bytes]:
+    """The data files (parts) ``pkg``'s preprocessing reads, e.g. a tokenizer, checked against its manifest."""
+    from slimship.core.preprocessing import preprocessing_files, preprocessing_from_dict
+
+    try:
+        return preprocessing_files(preprocessing_from_dict(pkg.manifest["preprocessing"], pkg.read_part))
+    except (KeyError, TypeError) as e:
+        raise PackageError(f"{path}: its preprocessing or a data file it names is missing ({str(e)[:80]}); "
+                           f"re-create the package") from None
 
 
 def is_delta_manifest(manifest: dict) -> bool:
@@ -72,8 +85,8 @@ def rebuild_package(delta_package_path: str | Path, base_package_path: str | Pat
 
     The manifest is the delta package's without its ``delta`` entry, plus ``rebuilt_from``: the ids (SHA-256
     of the whole file, as a store names packages) of the base and the delta package, and the delta's mode.
-    The graph is stored whole as ``model.onnx``, so ``load_package``, ``eval``, ``predict`` and ``export``
-    need nothing else. Raises PackageError as :func:`load_task_onnx` does.
+    The graph is stored whole as ``model.onnx`` beside the preprocessing's data files (a tokenizer), so
+    ``load_package``, ``eval``, ``predict`` and ``export`` need nothing else. Raises PackageError as :func:`load_task_onnx` does.
     """
     from slimship.package.format import read_package, sha256_file, write_package
     from slimship.package.deploy import ONNX_PART
@@ -86,7 +99,7 @@ def rebuild_package(delta_package_path: str | Path, base_package_path: str | Pat
         manifest["model"].pop("weights_encoding", None)  # the task's own encoding; the rebuilt graph is whole
     manifest["rebuilt_from"] = {"base_package": sha256_file(base_package_path),
                                 "delta_package": sha256_file(delta_package_path), "mode": meta.get("mode")}
-    return write_package(out, manifest, {ONNX_PART: onnx})
+    return write_package(out, manifest, {ONNX_PART: onnx, **_preprocessing_parts(pkg, delta_package_path)})
 
 
 def find_base(delta_package_path: str | Path, manifest: dict, base: str | Path | None = None) -> Path:

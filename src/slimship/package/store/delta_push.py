@@ -12,7 +12,7 @@ from typing import Any
 from slimship.core.errors import PackageError
 from slimship.package.store.refs import _NAME
 
-DELTA_MODES = ("fp16", "lossless")
+DELTA_MODES = ("fp16", "lossless", "lowrank")
 CHECK_INPUTS = 8  # deterministic random images the rebuilt graph is compared with the task's on
 CHECK_SEED = 0
 
@@ -21,11 +21,15 @@ def delta_config(mode: str = "fp16"):
     """The :class:`~slimship.package.delta.DeltaConfig` of a push mode. Both keep every changed entry
     (unchanged entries cost nothing; tensors without a base counterpart, such as a new head, stay whole in
     fp32): ``fp16`` stores the deltas as fp16, ``lossless`` the exact differences of the fp32 bit patterns,
-    which rebuilds the task byte for byte."""
+    which rebuilds the task byte for byte; ``lowrank`` codes each changed matrix as a truncated SVD with fp16
+    factors (exact for a task trained with LoRA; any other matrix whose factors would not be smaller, and every
+    vector, goes as fp16 deltas)."""
     from slimship.package.delta import DeltaConfig
 
     if mode not in DELTA_MODES:
         raise PackageError(f"unknown delta mode {mode!r}: use one of {', '.join(DELTA_MODES)}")
+    if mode == "lowrank":
+        return DeltaConfig(mode="lowrank", value_bits=16, head_bits=32)
     return DeltaConfig(mode="sparse", density=1.0, value_bits=16 if mode == "fp16" else 32, head_bits=32)
 
 
