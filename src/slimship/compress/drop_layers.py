@@ -34,7 +34,7 @@ class DropLayersConfig(BaseModel):
     keep: float = Field(0.5, gt=0)
     select: Literal["even", "greedy"] = "even"
     indices: list[int] | None = None  # the layers kept, by index (overrides keep and select)
-    recovery: Recovery = Recovery(seconds=None, epochs=2)
+    recovery: Recovery = Recovery(seconds=None, epochs=2, lr=1e-4)  # transformers: a fine-tuning rate
 
 
 def kept_count(keep: float, n: int) -> int:

@@ -40,7 +40,7 @@ class PruneTransformerConfig(BaseModel):
     min_heads: int = Field(1, ge=1)  # heads every layer keeps
     round_to: int = Field(8, ge=1)  # feed-forward widths stay multiples of this (fast kernels)
     importance_examples: int = Field(256, ge=8)  # training texts the Taylor importance is summed over
-    recovery: Recovery = Recovery(seconds=None, epochs=2)
+    recovery: Recovery = Recovery(seconds=None, epochs=2, lr=1e-4)  # transformers: a fine-tuning rate
 
     @model_validator(mode="after")
     def _something_goes(self):
