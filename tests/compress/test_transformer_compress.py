@@ -173,3 +173,21 @@ def test_a_model_kind_without_transformer_layers_is_refused(cfg):
     with pytest.raises(SlimshipError, match=f"{cfg.method} needs a transformer model.*'timm-image'.*hf-text") as e:
         apply_step(ModelState(model=torch.nn.Linear(2, 2)), cfg, ctx)
     assert "\n" not in str(e.value)
+
+
+def test_searches_offer_transformer_surgery_only_to_transformer_models(deep_bert):
+    from slimship.models.hf_text import HfTextAdapter
+    from slimship.models.timm_image import TimmImageAdapter
+    from slimship.search import default_space
+
+    surgery = {"drop_layers", "prune_transformer"}
+    text = {m.method for m in default_space(adapter=HfTextAdapter(str(deep_bert))).methods}
+    image = {m.method for m in default_space(adapter=TimmImageAdapter("test_efficientnet", 32)).methods}
+    assert surgery <= text and not surgery & image and image == text - surgery
+    chains = default_space(adapter=HfTextAdapter(str(deep_bert))).chains
+    assert "drop_layers>prune_transformer>int8" in chains and "prune_transformer>drop_layers" not in chains
+    for m in default_space(adapter=HfTextAdapter(str(deep_bert))).methods:  # searched steps validate as recipes'
+        if m.method in surgery:
+            for end in (0, -1):
+                values = {k: d.values[end] if hasattr(d, "values") else (d.low, d.high)[end] for k, d in m.params.items()}
+                assert m.step(values).method == m.method

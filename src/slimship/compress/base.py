@@ -63,19 +63,26 @@ class Method:
     config: type  # a pydantic model with a ``method: Literal[name]`` field
     handler: Handler
     terminal: bool = False  # produces the deploy graph; nothing may follow it
+    requires: Any = None  # a runtime-checkable Protocol the model adapter must implement (None: any model)
+
+    def applies_to(self, adapter: Any) -> bool:
+        """Whether this method can compress models of ``adapter``'s kind."""
+        return self.requires is None or isinstance(adapter, self.requires)
 
 
 METHODS: Registry[Method] = Registry("compression method")
 _BY_CONFIG: dict[type, Method] = {}
 
 
-def register_method(config: type, *, terminal: bool = False, help: str = "") -> Callable[[Handler], Handler]:
+def register_method(config: type, *, terminal: bool = False, requires: Any = None,
+                    help: str = "") -> Callable[[Handler], Handler]:
     """Register ``handler(state, config, ctx) -> state`` for ``config``'s type; the method's name is the default
-    of the config's ``method`` field (what recipes write)."""
+    of the config's ``method`` field (what recipes write). ``requires``: a runtime-checkable Protocol the model
+    adapter must implement (e.g. ``models.adapter.TransformerOps``); searches leave the method out elsewhere."""
 
     def deco(fn: Handler) -> Handler:
         name = config.model_fields["method"].default
-        method = Method(name, config, fn, terminal)
+        method = Method(name, config, fn, terminal, requires)
         METHODS.add(name, method, help=help)
         _BY_CONFIG[config] = method
         return fn

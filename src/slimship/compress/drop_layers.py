@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from slimship.compress.base import CompressContext, ModelState, register_method
 from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
 from slimship.core.errors import SlimshipError
+from slimship.models.adapter import TransformerOps
 
 if TYPE_CHECKING:
     import torch
@@ -94,8 +95,8 @@ def greedy_layers(model: nn.Module, name: str, k: int, ctx: CompressContext) -> 
     return kept
 
 
-@register_method(DropLayersConfig, help="fewer transformer layers (evenly spaced or chosen on validation), "
-                                        "distilled recovery from the dense model")
+@register_method(DropLayersConfig, requires=TransformerOps,
+                 help="fewer transformer layers (evenly spaced or chosen on validation), distilled recovery")
 def _drop_layers(state: ModelState, cfg: DropLayersConfig, ctx: CompressContext) -> ModelState:
     from slimship.models.adapter import transformer_ops
     from slimship.models.rebuild import arch_edits, keep_modules_

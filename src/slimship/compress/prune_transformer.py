@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slimship.compress.base import CompressContext, ModelState, register_method
 from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.models.adapter import TransformerOps
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from slimship.models.adapter import TransformerBlock, TransformerOps
+    from slimship.models.adapter import TransformerBlock
 
 
 class PruneTransformerConfig(BaseModel):
@@ -121,8 +122,9 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@register_method(PruneTransformerConfig, help="remove attention heads and feed-forward neurons (Taylor or magnitude "
-                                              "importance) in rounds, distilled recovery after each")
+@register_method(PruneTransformerConfig, requires=TransformerOps,
+                 help="remove attention heads and feed-forward neurons (Taylor or magnitude importance) in rounds, "
+                      "distilled recovery after each")
 def _prune_transformer(state: ModelState, cfg: PruneTransformerConfig, ctx: CompressContext) -> ModelState:
     from slimship.models.adapter import transformer_ops
     from slimship.models.rebuild import arch_edits
