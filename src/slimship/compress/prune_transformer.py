@@ -53,7 +53,7 @@ class PruneTransformerConfig(BaseModel):
 def _column_scores(linear: nn.Linear, groups: int, taylor: bool) -> torch.Tensor:
     """One score per ``groups`` equal blocks of ``linear``'s input columns (heads; neurons when groups = in)."""
     w = linear.weight.detach()
-    if taylor:
+    if taylor and linear.weight.grad is not None:  # (no gradient: weights an earlier step fixed; magnitude then)
         return (w * linear.weight.grad).sum(0).reshape(groups, -1).sum(1).abs()
     return w.pow(2).sum(0).reshape(groups, -1).sum(1).sqrt()
 
@@ -71,7 +71,10 @@ def importance(model: nn.Module, blocks: list[TransformerBlock], cfg: PruneTrans
                 [_column_scores(b.ffn_out, b.ffn_out.in_features, False) for b in blocks])
     idx = torch.randperm(len(ctx.train), generator=torch.Generator().manual_seed(ctx.seed))[:cfg.importance_examples]
     model.eval()  # no dropout: the scores are of the model as it runs
-    with ctx.device.holding(model):
+    for b in blocks:  # the scores need these gradients, whatever an earlier stage left frozen
+        b.attn_out.weight.requires_grad_(True)
+        b.ffn_out.weight.requires_grad_(True)
+    with torch.enable_grad(), ctx.device.holding(model):
         for i in range(0, len(idx), 32):
             j = idx[i:i + 32].sort().values
             model.zero_grad()
