@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimship.compress.base import CompressContext, ModelState, register_method
+from slimship.compress.base import TRANSFORMER_OPS, CompressContext, ModelState, register_method
 from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
 from slimship.core.errors import SlimshipError
-from slimship.models.adapter import TransformerOps
 
 if TYPE_CHECKING:
     import torch
@@ -95,7 +94,7 @@ def greedy_layers(model: nn.Module, name: str, k: int, ctx: CompressContext) -> 
     return kept
 
 
-@register_method(DropLayersConfig, requires=TransformerOps,
+@register_method(DropLayersConfig, requires=TRANSFORMER_OPS,
                  help="fewer transformer layers (evenly spaced or chosen on validation), distilled recovery")
 def _drop_layers(state: ModelState, cfg: DropLayersConfig, ctx: CompressContext) -> ModelState:
     from slimship.models.adapter import transformer_ops

@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slimship.compress.base import CompressContext, ModelState, register_method
+from slimship.compress.base import TRANSFORMER_OPS, CompressContext, ModelState, register_method
 from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
-from slimship.models.adapter import TransformerOps
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from slimship.models.adapter import TransformerBlock
+    from slimship.models.adapter import TransformerBlock, TransformerOps
 
 
 class PruneTransformerConfig(BaseModel):
@@ -125,7 +124,7 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@register_method(PruneTransformerConfig, requires=TransformerOps,
+@register_method(PruneTransformerConfig, requires=TRANSFORMER_OPS,
                  help="remove attention heads and feed-forward neurons (Taylor or magnitude importance) in rounds, "
                       "distilled recovery after each")
 def _prune_transformer(state: ModelState, cfg: PruneTransformerConfig, ctx: CompressContext) -> ModelState:
