@@ -30,9 +30,13 @@ INT8_DYNAMIC = {"method": "int8", "mode": ["dynamic"], "calibration": ["minmax"]
                 "calibration_images": 32}
 
 
+def _recovery(args) -> dict:
+    # getattr: benchmarks/text_lora.py builds its recipes from this one with its own options
+    return {"epochs": getattr(args, "recovery_epochs", 2.0), "seconds": None, "lr": 1e-4}
+
+
 def _drop(keep: int, args) -> dict:
-    return {"method": "drop_layers", "keep": keep, "select": "even",
-            "recovery": {"epochs": args.recovery_epochs, "seconds": None, "lr": 1e-4}}
+    return {"method": "drop_layers", "keep": keep, "select": "even", "recovery": _recovery(args)}
 
 
 def recipe(out: Path, args) -> dict:
@@ -55,7 +59,7 @@ def recipe(out: Path, args) -> dict:
             {"name": "layers3-int8", "steps": [_drop(3, args), INT8_DYNAMIC]},
             {"name": "pruned-int8", "steps": [
                 {"method": "prune_transformer", "heads": 0.25, "ffn": 0.5, "steps": 2,
-                 "recovery": {"epochs": args.recovery_epochs, "seconds": None, "lr": 1e-4}}, INT8_DYNAMIC]},
+                 "recovery": _recovery(args)}, INT8_DYNAMIC]},
         ]},
         "evaluate": {"batch_sizes": [1, 32], "latency_runs": args.latency_runs},
     }
