@@ -26,6 +26,19 @@ from pathlib import Path
 import yaml
 
 
+INT8_DYNAMIC = {"method": "int8", "mode": ["dynamic"], "calibration": ["minmax"], "reduce_range": [False],
+                "calibration_images": 32}
+
+
+def _recovery(args) -> dict:
+    # getattr: benchmarks/text_lora.py builds its recipes from this one with its own options
+    return {"epochs": getattr(args, "recovery_epochs", 2.0), "seconds": None, "lr": 1e-4}
+
+
+def _drop(keep: int, args) -> dict:
+    return {"method": "drop_layers", "keep": keep, "select": "even", "recovery": _recovery(args)}
+
+
 def recipe(out: Path, args) -> dict:
     """The benchmark's recipe: the text template's settings, on the 70/30 split's files."""
     return {
@@ -41,6 +54,12 @@ def recipe(out: Path, args) -> dict:
             {"name": "int8", "steps": [{"method": "int8", "mode": ["dynamic", "static"], "static_ops": ["linear"],
                                         "calibration": ["minmax"], "keep_fp32": ["none"], "reduce_range": [False],
                                         "calibration_images": 32}]},
+            # fewer layers / heads and FFN neurons, each distilled from the fine-tuned model, then int8
+            {"name": "layers4-int8", "steps": [_drop(4, args), INT8_DYNAMIC]},
+            {"name": "layers3-int8", "steps": [_drop(3, args), INT8_DYNAMIC]},
+            {"name": "pruned-int8", "steps": [
+                {"method": "prune_transformer", "heads": 0.25, "ffn": 0.5, "steps": 2,
+                 "recovery": _recovery(args)}, INT8_DYNAMIC]},
         ]},
         "evaluate": {"batch_sizes": [1, 32], "latency_runs": args.latency_runs},
     }
@@ -98,6 +117,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--scratch-epochs", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--recovery-epochs", type=float, default=2.0,
+                    help="distilled recovery after dropping layers / pruning heads and neurons")
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--latency-runs", type=int, default=10)
@@ -107,7 +128,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.smoke:
         args.train_limit, args.test_limit, args.max_length = 300, 300, 64
-        args.epochs, args.scratch_epochs, args.latency_runs = 0.5, 0.25, 3
+        args.epochs, args.scratch_epochs, args.latency_runs, args.recovery_epochs = 0.5, 0.25, 3, 0.5
 
     from slimship.api import run
     from slimship.recipe import parse_recipe

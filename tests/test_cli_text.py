@@ -56,6 +56,10 @@ def test_init_writes_a_text_recipe_and_run_ships_it_unedited(shipped):
     assert m["dataset"]["preprocessing"]["kind"] == "text" and m["dataset"]["examples"] == "texts"
     assert by["int8"]["size_bytes"] < by["finetuned"]["size_bytes"]
     assert {t["mode"] for t in by["int8"]["notes"]["int8"]["trials"]} == {"dynamic", "static"}
+    # the template's transformer surgery (half the layers; heads and FFN neurons), each then int8, is smaller still
+    assert by["half-layers-int8"]["notes"]["drop_layers"]["kept"] == [1]
+    assert by["pruned-int8"]["notes"]["prune_transformer"]["ffn_after"] == [32, 32]
+    assert max(by[n]["size_bytes"] for n in ("half-layers-int8", "pruned-int8")) < by["int8"]["size_bytes"]
     assert "texts, 2 classes, tokenized to at most 64 tokens" in (out / "report.md").read_text()
 
 

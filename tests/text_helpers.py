@@ -27,8 +27,9 @@ def make_tokenizer_json(words: list[str]) -> str:
     return tok.to_str()
 
 
-def make_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
-    """Write a randomly initialised BERT (``layers`` layers, ``hidden`` wide) and its tokenizer to ``folder``."""
+def make_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 32, heads: int = 2, seed: int = 0) -> Path:
+    """Write a randomly initialised BERT (``layers`` layers, ``hidden`` wide, ``heads`` heads) and its tokenizer to
+    ``folder``."""
     import torch
     from transformers import BertConfig, BertModel
 
@@ -36,7 +37,7 @@ def make_tiny_bert(folder: Path, *, layers: int = 2, hidden: int = 32, seed: int
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(SPECIAL) + len(words), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=64,
+                        num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=64,
                         pad_token_id=0)
     BertModel(config, add_pooling_layer=False).save_pretrained(folder, safe_serialization=True)
     (folder / "tokenizer.json").write_text(make_tokenizer_json(words))

@@ -39,7 +39,10 @@ def search(recipe: Recipe, out: str | Path, *, trials: int | None = None, second
         raise SlimshipError("say when the search stops: give --trials N (finished trials in the study) and/or --time T")
     if trials is not None and trials < 0:
         raise SlimshipError(f"--trials must be 0 or more (got {trials})")
-    space = space or default_space()
+    if space is None:
+        from slimship.models.kinds import adapter_for
+
+        space = default_space(adapter=adapter_for(recipe.model))  # only the methods that fit the model's kind
     out = output_folder(out, clean=False)  # workers on other machines may be writing here (shared storage)
     rep = Reporter(out / "search.log", quiet=quiet)
     try:

@@ -55,6 +55,7 @@ class CompressContext:
 
 
 Handler = Callable[[ModelState, Any, CompressContext], ModelState]
+TRANSFORMER_OPS = "slimship.models.adapter:TransformerOps"  # ``requires`` of transformer surgery (by name: no torch)
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,32 @@ class Method:
     config: type  # a pydantic model with a ``method: Literal[name]`` field
     handler: Handler
     terminal: bool = False  # produces the deploy graph; nothing may follow it
+    requires: str | None = None  # "module:Protocol" the model adapter must implement (None: any model)
+
+    def applies_to(self, adapter: Any) -> bool:
+        """Whether this method can compress models of ``adapter``'s kind."""
+        if self.requires is None:
+            return True
+        import importlib
+
+        module, _, name = self.requires.partition(":")  # named, not imported, so registering stays torch-free
+        return isinstance(adapter, getattr(importlib.import_module(module), name))
 
 
 METHODS: Registry[Method] = Registry("compression method")
 _BY_CONFIG: dict[type, Method] = {}
 
 
-def register_method(config: type, *, terminal: bool = False, help: str = "") -> Callable[[Handler], Handler]:
+def register_method(config: type, *, terminal: bool = False, requires: str | None = None,
+                    help: str = "") -> Callable[[Handler], Handler]:
     """Register ``handler(state, config, ctx) -> state`` for ``config``'s type; the method's name is the default
-    of the config's ``method`` field (what recipes write)."""
+    of the config's ``method`` field (what recipes write). ``requires``: ``"module:Protocol"``, a runtime-checkable
+    protocol the model adapter must implement (``"slimship.models.adapter:TransformerOps"``); searches leave the
+    method out for other model kinds."""
 
     def deco(fn: Handler) -> Handler:
         name = config.model_fields["method"].default
-        method = Method(name, config, fn, terminal)
+        method = Method(name, config, fn, terminal, requires)
         METHODS.add(name, method, help=help)
         _BY_CONFIG[config] = method
         return fn

@@ -15,8 +15,9 @@ for the first implementation); :mod:`slimship.models.kinds` imports the built-in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
+from slimship.core.errors import SlimshipError
 from slimship.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -71,3 +72,48 @@ class ModelAdapter(Protocol):
 
 
 MODEL_KINDS: Registry[Callable[[Any], ModelAdapter]] = Registry("model kind")
+
+
+# ---- an optional capability: transformer surgery (drop_layers, prune_transformer) ----------------------------
+
+
+@dataclass(frozen=True)
+class TransformerBlock:
+    """One transformer layer's prunable parts. ``attn_out``'s input columns are ``heads`` blocks of ``head_size``
+    (one per attention head); ``ffn_out``'s input columns are the feed-forward neurons. Importance is read from
+    these two layers (their weights and gradients); removal goes through the adapter."""
+
+    attn_out: nn.Linear
+    heads: int
+    head_size: int
+    ffn_out: nn.Linear
+
+
+@runtime_checkable
+class TransformerOps(Protocol):
+    """What a model kind whose body is a stack of transformer layers offers structural compression."""
+
+    def layer_list(self, model: nn.Module) -> str:
+        """The name of the ``nn.ModuleList`` holding the transformer layers, input to output."""
+
+    def blocks(self, model: nn.Module) -> list[TransformerBlock]:
+        """Each layer's prunable parts, in the order of :meth:`layer_list`."""
+
+    def keep_heads_(self, model: nn.Module, layer: int, heads: list[int]) -> None:
+        """Keep only attention heads ``heads`` of layer ``layer`` (the Linear layers really shrink), in place."""
+
+    def keep_neurons_(self, model: nn.Module, layer: int, neurons: list[int]) -> None:
+        """Keep only feed-forward neurons ``neurons`` of layer ``layer``, in place."""
+
+
+TRANSFORMER_KINDS: set[str] = set()
+"""Model kinds whose adapters implement :class:`TransformerOps` (each kind's module adds itself)."""
+
+
+def transformer_ops(adapter: Any, method: str) -> TransformerOps:
+    """``adapter`` as :class:`TransformerOps`; a one-line SlimshipError naming the kinds that have them if not."""
+    if isinstance(adapter, TransformerOps):
+        return adapter
+    raise SlimshipError(f"compression method {method} needs a transformer model; model kind "
+                        f"{getattr(adapter, 'kind', '?')!r} has no transformer layers: use it with model kind "
+                        f"{' or '.join(sorted(TRANSFORMER_KINDS)) or '(none installed)'}")

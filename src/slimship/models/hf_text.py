@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slimship.core.errors import ModelError
-from slimship.models.adapter import MODEL_KINDS, BuiltModel
+from slimship.models.adapter import MODEL_KINDS, TRANSFORMER_KINDS, BuiltModel
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +110,27 @@ class HfTextAdapter:
 
         return export_onnx(model)
 
+    # ---- TransformerOps: layer dropping, head and neuron pruning (models/hf_text_surgery.py) -----------------
+    def layer_list(self, model: nn.Module) -> str:
+        from slimship.models.hf_text_surgery import layer_list
+
+        return layer_list(model)
+
+    def blocks(self, model: nn.Module) -> list:
+        from slimship.models.hf_text_surgery import blocks
+
+        return blocks(model)
+
+    def keep_heads_(self, model: nn.Module, layer: int, heads: list[int]) -> None:
+        from slimship.models.hf_text_surgery import keep_heads_
+
+        keep_heads_(model, layer, heads)
+
+    def keep_neurons_(self, model: nn.Module, layer: int, neurons: list[int]) -> None:
+        from slimship.models.hf_text_surgery import keep_neurons_
+
+        keep_neurons_(model, layer, neurons)
+
 
 @functools.lru_cache(maxsize=16)
 def model_folder(name: str) -> Path:
@@ -162,6 +183,9 @@ def _hf_text(section) -> HfTextAdapter:
                          f"weights: null (or none for random init) and point model.architecture at the folder")
     return HfTextAdapter(section.architecture, getattr(section, "max_length", None),
                          getattr(section, "pooling", "mean") or "mean", section.weights)
+
+
+TRANSFORMER_KINDS.add("hf-text")
 
 
 def installed_text_models() -> list[str]:

@@ -18,3 +18,17 @@ def make_lowrank(kind: str, in_f: int, rank: int, out_f: int, bias: bool):
     if kind == "conv":
         return LowRank(nn.Conv2d(in_f, rank, 1, bias=False), nn.Conv2d(rank, out_f, 1, bias=bias))
     return LowRank(nn.Linear(in_f, rank, bias=False), nn.Linear(rank, out_f, bias=bias))
+
+
+def keep_linear_(m, index, dim: int) -> None:
+    """Keep rows (``dim=0``: outputs) or columns (``dim=1``: inputs) ``index`` of the ``nn.Linear`` ``m``, in
+    place: its weight (and, for outputs, its bias) really shrink, and its size attributes follow."""
+    import torch
+    from torch import nn
+
+    index = torch.as_tensor(index, dtype=torch.long, device=m.weight.device)
+    with torch.no_grad():
+        m.weight = nn.Parameter(m.weight.index_select(dim, index).clone(), requires_grad=m.weight.requires_grad)
+        if dim == 0 and m.bias is not None:
+            m.bias = nn.Parameter(m.bias.index_select(0, index).clone(), requires_grad=m.bias.requires_grad)
+    m.out_features, m.in_features = m.weight.shape

@@ -3,6 +3,12 @@
 A package stores the architecture name plus ``arch_edits``: for every Conv2d / BatchNorm / Linear whose shape
 differs from the freshly built architecture, its new sizes. Replaying the edits on a fresh model gives
 modules whose parameters have the pruned shapes; the safetensors weights then load strictly.
+
+Two more kinds of edit, both generic: ``{"type": "keep", "indices": [...]}`` on an ``nn.ModuleList`` that keeps
+some of its entries (dropped transformer layers; made by :func:`keep_modules_`), and ``{"type": "attrs",
+"values": {...}}``, integer attributes a module's forward reads (a pruned attention's head count; set by
+:func:`set_int_attrs_`). Kept lists are replayed first, outermost first, so the names of the other edits are
+those of the edited model.
 """
 
 from __future__ import annotations
@@ -39,12 +45,55 @@ def structure(model: nn.Module) -> dict[str, dict]:
     return out
 
 
+def keep_modules_(model: nn.Module, name: str, indices: list[int]) -> nn.ModuleList:
+    """Keep entries ``indices`` (in that order) of the ``nn.ModuleList`` ``name`` of ``model``, in place.
+
+    The new list remembers which entries of the original list it holds (``kept_indices``, composed over repeated
+    calls), which is what :func:`arch_edits` records."""
+    old = model.get_submodule(name)
+    if not isinstance(old, nn.ModuleList):
+        raise ValueError(f"{name} is a {type(old).__name__}, not a ModuleList")
+    if not indices or any(not 0 <= i < len(old) for i in indices) or len(set(indices)) != len(indices):
+        raise ValueError(f"indices {indices} do not select entries of {name} ({len(old)} entries)")
+    new = nn.ModuleList([old[i] for i in indices])
+    before = getattr(old, "kept_indices", list(range(len(old))))
+    new.kept_indices = [int(before[i]) for i in indices]
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+    return new
+
+
+def set_int_attrs_(module: nn.Module, **values: int) -> None:
+    """Set integer attributes the module's forward reads (e.g. a head count) and record them for rebuilding."""
+    for k, v in values.items():
+        if not isinstance(getattr(module, k, None), int):
+            raise ValueError(f"{type(module).__name__}.{k} is not an integer attribute")
+        setattr(module, k, int(v))
+    module.int_attrs = {**getattr(module, "int_attrs", {}), **{k: int(v) for k, v in values.items()}}
+
+
+def _kept_lists(model: nn.Module) -> dict[str, dict]:
+    return {n: {"type": "keep", "indices": list(m.kept_indices)} for n, m in model.named_modules()
+            if isinstance(m, nn.ModuleList) and hasattr(m, "kept_indices")}
+
+
 def arch_edits(base: nn.Module, edited: nn.Module) -> dict[str, dict]:
-    """The modules of ``edited`` whose sizes differ from ``base`` (same architecture, fresh)."""
+    """The structural edits that turn ``base`` (the same architecture, fresh) into ``edited``: kept lists, then
+    integer attributes, then the modules whose sizes differ. ``base`` itself gets the kept lists applied."""
+    kept = _kept_lists(edited)
+    apply_arch_edits_(base, kept)
+    attrs = {n: {"type": "attrs", "values": dict(m.int_attrs)} for n, m in edited.named_modules()
+             if getattr(m, "int_attrs", None)}
     a, b = structure(base), structure(edited)
     if set(a) != set(b):
         raise ValueError("arch_edits needs the same module tree; only sizes may differ")
-    return {n: b[n] for n in b if a[n] != b[n]}
+    return {**kept, **attrs, **{n: b[n] for n in b if a[n] != b[n]}}
+
+
+def _replay_order(edits: dict[str, dict]) -> list[str]:
+    """Kept lists first (outermost first: their entries are renamed), then everything else as recorded."""
+    keeps = sorted((n for n, e in edits.items() if e.get("type") == "keep"), key=lambda n: n.count("."))
+    return [*keeps, *(n for n in edits if n not in set(keeps))]
 
 
 def _empty(shape, like: torch.Tensor) -> nn.Parameter:
@@ -53,10 +102,15 @@ def _empty(shape, like: torch.Tensor) -> nn.Parameter:
 
 def apply_arch_edits_(model: nn.Module, edits: dict[str, dict]) -> nn.Module:
     """Resize the named modules of a fresh ``model`` in place; weights are zeros until loaded."""
-    for name, e in edits.items():
+    for name in _replay_order(edits):
+        e = edits[name]
         m = model.get_submodule(name)
         kind = e.get("type")
-        if kind == "lowrank":
+        if kind == "keep" and isinstance(m, nn.ModuleList):
+            keep_modules_(model, name, [int(i) for i in e["indices"]])
+        elif kind == "attrs":
+            set_int_attrs_(m, **{str(k): int(v) for k, v in e["values"].items()})
+        elif kind == "lowrank":
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child,
                     make_lowrank(str(e["kind"]), int(e["in"]), int(e["rank"]), int(e["out"]), bool(e["bias"])))

@@ -137,6 +137,7 @@ compress:
     # - name: int4-linear          # weight-only int4 of Linear layers (ViT / MLP-Mixer / ResMLP), groups of 128
     #   steps:
     #     - {{method: weight_only, bits: 4, granularity: group, group_size: 128, layers: linear, clip: mse}}
+    # Transformers only (model.kind hf-text; the text recipe uses them): method: drop_layers, method: prune_transformer
 
 evaluate:
   batch_sizes: [1, 64]

@@ -61,6 +61,22 @@ compress:
           keep_fp32: [none]
           reduce_range: [false]  # true: 7-bit weights, for CPUs without VNNI
           calibration_images: 32  # static only; ORT keeps every calibrated tensor in memory (~50 MB a text)
+    - name: half-layers-int8     # half the transformer layers, distilled from the fine-tuned model, then int8
+      steps:
+        - method: drop_layers
+          keep: 0.5              # a count of layers (3) or a fraction of them
+          select: even           # even: evenly spaced, first and last kept | greedy: chosen on validation
+          recovery: {{epochs: 1, seconds: null, lr: 0.0001}}
+        - {{method: int8, mode: [dynamic], calibration: [minmax], reduce_range: [false], calibration_images: 32}}
+    - name: pruned-int8          # a quarter of the attention heads and half the FFN neurons removed, then int8
+      steps:
+        - method: prune_transformer
+          heads: 0.25            # of all heads (they compete across layers; every layer keeps one)
+          ffn: 0.5               # of each layer's feed-forward neurons
+          importance: taylor     # taylor (gradient x weight) | magnitude
+          steps: 2               # prune-recover rounds; the recovery budget is split over them
+          recovery: {{epochs: 1, seconds: null, lr: 0.0001}}
+        - {{method: int8, mode: [dynamic], calibration: [minmax], reduce_range: [false], calibration_images: 32}}
     # More methods (`slimship list`); these make the package smaller but run at fp32 speed, e.g.
     # - name: int4-linear          # weight-only int4 of every Linear layer, groups of 64
     #   steps:

@@ -61,6 +61,16 @@ def _int8(v: dict) -> dict:
     return {"method": "int8", **({"qat": recovery(e, 5e-5)} if e else {})}
 
 
+def _drop_layers(v: dict) -> dict:
+    return {"method": "drop_layers", "keep": v["keep"], "select": v["select"],
+            "recovery": recovery(v["recovery_epochs"], 1e-4)}
+
+
+def _prune_transformer(v: dict) -> dict:
+    return {"method": "prune_transformer", "heads": v["heads"], "ffn": v["ffn"], "steps": v["steps"],
+            "recovery": recovery(v["recovery_epochs"], 1e-4)}
+
+
 # structural edits first, then zeros, then shared values, then grids; int8 (terminal) last
 _AFTER_STRUCTURE = frozenset({"unstructured", "kmeans", "weight_only"})
 
@@ -91,13 +101,26 @@ def load_builtin_spaces() -> None:
     register_space(MethodSpace(
         "weight_only", {"variant": Choice(tuple(_WEIGHT_ONLY))}, _weight_only, excludes=frozenset({"int8"})),
         help="int8/int4 weights: depthwise, all or Linear layers")
+    # transformers only (the methods require TransformerOps; default_space(adapter) leaves them out elsewhere)
+    register_space(MethodSpace(
+        "drop_layers", {"keep": Range(0.34, 0.67, 0.165), "select": Choice(("even", "greedy")),
+                        "recovery_epochs": Range(1, 3, 0.5)},
+        _drop_layers, precedes=frozenset({"prune_transformer", "lowrank", *_AFTER_STRUCTURE})),
+        help="layers kept, how they are chosen, recovery")
+    register_space(MethodSpace(
+        "prune_transformer", {"heads": Range(0, 0.5, 0.125), "ffn": Range(0.25, 0.75, 0.125),
+                              "steps": Range(1, 3, 1, integer=True), "recovery_epochs": Range(1, 3, 0.5)},
+        _prune_transformer, precedes=frozenset({"lowrank", *_AFTER_STRUCTURE}), excludes=frozenset({"prune_channels"})),
+        help="heads and FFN neurons removed, rounds, recovery")
     register_space(MethodSpace("int8", {"qat_epochs": Choice((0, 0.5, 1))}, _int8),
                    help="int8 for ONNX Runtime, with or without QAT")
     _loaded = True
 
 
-def default_space(max_steps: int = 4) -> SearchSpace:
-    """Every registered method that has a search space, with its default options."""
+def default_space(max_steps: int = 4, adapter=None) -> SearchSpace:
+    """Every registered method that has a search space, with its default options; given the model's
+    ``adapter``, only the methods that apply to its kind (``Method.requires``)."""
     load_builtin_spaces()
-    methods = tuple(SPACES.get(n) for n in METHODS.names() if n in SPACES)
+    methods = tuple(SPACES.get(n) for n in METHODS.names()
+                    if n in SPACES and (adapter is None or METHODS.get(n).applies_to(adapter)))
     return SearchSpace(methods=methods, chains=chain_shapes(methods, max_steps))
