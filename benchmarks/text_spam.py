@@ -41,7 +41,7 @@ def _drop(keep: int, args) -> dict:
 
 def recipe(out: Path, args) -> dict:
     """The benchmark's recipe: the text template's settings, on the 70/30 split's files."""
-    return {
+    r = {
         "name": "text-spam",
         "model": {"kind": "hf-text", "architecture": args.model, "max_length": args.max_length},
         "data": {"source": str(out / "train.jsonl"), "test": str(out / "test.jsonl"), "val_fraction": 0.1,
@@ -63,6 +63,10 @@ def recipe(out: Path, args) -> dict:
         ]},
         "evaluate": {"batch_sizes": [1, 32], "latency_runs": args.latency_runs},
     }
+    keep = getattr(args, "candidates", None)
+    if keep:  # a subset of the candidates (a shorter run)
+        r["compress"]["candidates"] = [c for c in r["compress"]["candidates"] if c["name"] in keep]
+    return r
 
 
 def peer(train_x, train_y, test_x, test_y) -> list[tuple[str, float, float]]:
@@ -119,6 +123,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--recovery-epochs", type=float, default=2.0,
                     help="distilled recovery after dropping layers / pruning heads and neurons")
+    ap.add_argument("--candidates", nargs="+", default=None,
+                    help="only these candidates (default: int8 layers4-int8 layers3-int8 pruned-int8)")
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--latency-runs", type=int, default=10)
