@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions of one process share one arena (a run times a dozen sessions side by side)."""
+"""ONNX Runtime sessions made side by side share one arena (a run times a dozen sessions together); a session made
+on its own keeps its own arena, which goes with it (the shared one is never given back)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 SCRIPT = r"""
 import numpy as np, onnx, onnxruntime as ort
 from onnx import helper, TensorProto, numpy_helper
-from slimship.core.runtime import session
+import gc
+from slimship.core.memory import release_memory
+from slimship.core.runtime import session, side_by_side
 
 def rss_mb():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
@@ -31,18 +34,32 @@ def grow(make):
         keep.append(s)
     return rss_mb() - r0, keep
 
-shared, a = grow(lambda: session(graph, "onnxruntime", threads=1))
+def lone():  # one session at a time, as a run scores candidates: its memory goes with it
+    r0 = rss_mb()
+    for _ in range(2):
+        s = session(graph, "onnxruntime", threads=1)
+        s(x)
+        del s
+        gc.collect()
+        release_memory()
+    return rss_mb() - r0
+
+kept = lone()
+with side_by_side():
+    shared, a = grow(lambda: session(graph, "onnxruntime", threads=1))
 def own():
     so = ort.SessionOptions(); so.intra_op_num_threads = 1
     s = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
     return lambda b: s.run(None, {"x": b})[0]
 separate, b = grow(own)
-print(shared, separate)
+print(shared, separate, kept)
 """
 
 
 def test_onnxruntime_sessions_share_one_arena():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout.split()
-    shared, separate = int(out[0]), int(out[1])
+    shared, separate, kept = int(out[0]), int(out[1]), int(out[2])
     assert separate > 80  # four arenas, each holding a batch's activations (16 MB a tensor)
     assert shared < 0.5 * separate
+    assert shared > 20  # the shared arena holds a batch's activations too ...
+    assert kept < 0.5 * shared  # ... while a session made on its own gave its arena back

@@ -47,6 +47,34 @@ def test_batch_scale_takes_bigger_batches_at_a_larger_learning_rate():
     assert 1.6 < float(moved[4] / moved[1]) < 2.4  # batch x4, learning rate x2 (square-root rule)
 
 
+def test_micro_batches_accumulate_the_whole_batch_gradient():
+    """device.micro_batch splits each batch into passes: the model ends where one pass per batch takes it (frozen
+    BatchNorm, distillation included), while no pass holds more than micro_batch examples."""
+    T, V = _data()
+    teacher, _ = _model()
+    ends, seen = {}, {}
+    for micro in (None, 5):
+        m, pre = _model()
+        sizes = []
+        m.register_forward_pre_hook(lambda mod, args: sizes.append(args[0].shape[0]))
+        cfg = TrainConfig(epochs=0.4, lr=1e-3, batch_size=16, bn="frozen", kd_alpha=0.5, evals=1, eval_from=1.0)
+        train(m, T, V, pre, cfg, teacher=teacher, device=Device(micro_batch=micro))
+        ends[micro], seen[micro] = m.state_dict(), [s for s in sizes if s <= 16]  # evaluation passes are larger
+    assert seen[None] == [16, 16] and seen[5] == [5, 5, 5, 1, 5, 5, 5, 1]  # two steps of 16
+    for k, v in ends[None].items():
+        torch.testing.assert_close(ends[5][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_recipe_micro_batch_reaches_the_device():
+    from slimship.core.device import CPU_MICRO_BATCH, resolve_device
+
+    assert resolve_device("cpu").micro_batch == CPU_MICRO_BATCH  # auto on the CPU
+    assert resolve_device("cpu", micro_batch=None).micro_batch is None
+    assert resolve_device("cpu", micro_batch=8).micro_batch == 8
+    with pytest.raises(Exception, match="micro_batch"):
+        resolve_device("cpu", micro_batch=0)
+
+
 @cuda
 def test_cuda_training_learns_and_returns_the_model_to_the_cpu():
     _learns_and_comes_back(Device("cuda", "bf16", 0, channels_last=True))

@@ -81,7 +81,8 @@ def run_device(recipe: Recipe, override: str | None = None):
     from slimship.core.device import resolve_device
 
     d = recipe.device
-    return resolve_device(override or d.type, d.precision, batch_scale=d.batch_scale, compile=d.compile)
+    return resolve_device(override or d.type, d.precision, batch_scale=d.batch_scale, compile=d.compile,
+                          micro_batch=d.micro_batch)
 
 
 def _measured_on() -> dict:

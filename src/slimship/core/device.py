@@ -38,6 +38,9 @@ class Device:
     batch_scale: int = 1
     compile: Literal["off", "default", "reduce-overhead"] = "off"  # torch.compile of the training forward
     world: World = field(default=SINGLE)
+    # most examples one forward/backward pass takes (None: a process's whole share of the batch); a larger batch
+    # accumulates its gradients over passes, so training memory stops growing with the batch size
+    micro_batch: int | None = None
 
     @property
     def torch_device(self):
@@ -165,8 +168,14 @@ def _home(module):
 CPU = Device()
 
 
+# micro_batch "auto": on the CPU, passes of at most this many examples. A training step of EfficientNet-Lite0 at
+# 64 px and batch 64 (with a distillation teacher) peaked at +640 MiB of activations in one pass, +370 MiB in two
+# passes of 32, and took 2 % longer (0.518 vs 0.509 s): the photo-memory target (issue 11) is met with it.
+CPU_MICRO_BATCH = 32
+
+
 def resolve_device(requested: str | None = None, precision: str | None = None, *, batch_scale: int = 1,
-                   compile: str = "off") -> Device:
+                   compile: str = "off", micro_batch: int | str | None = "auto") -> Device:
     """The device a run uses, decided once.
 
     Args:
@@ -174,10 +183,14 @@ def resolve_device(requested: str | None = None, precision: str | None = None, *
         precision: "fp32", "bf16", or None/"auto" (bf16 autocast on a GPU that supports it, fp32 on the CPU).
         batch_scale: every training batch times this, learning rates times its square root.
         compile: torch.compile of the training forward ("off", "default", "reduce-overhead": CUDA graphs).
+        micro_batch: most examples per forward/backward pass (gradients accumulate over passes); "auto":
+            :data:`CPU_MICRO_BATCH` on the CPU, the whole batch on a GPU; None: the whole batch.
 
     Under torchrun (WORLD_SIZE > 1) this joins the process group: NCCL with CUDA (one GPU per local rank),
     gloo on the CPU. Raises SlimshipError for an unknown value or for "cuda" without a GPU.
     """
+    if not (micro_batch is None or micro_batch == "auto" or (isinstance(micro_batch, int) and micro_batch >= 1)):
+        raise SlimshipError(f"micro_batch {micro_batch!r}: use a positive number of examples, auto or null")
     kind = (requested or "auto").lower()
     if kind not in ("auto", "cpu", "cuda"):
         raise SlimshipError(f"unknown device {requested!r}: use cpu, cuda or auto")
@@ -205,5 +218,6 @@ def resolve_device(requested: str | None = None, precision: str | None = None, *
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         return Device("cuda", prec, world.local_rank, batch_scale=batch_scale, compile=compile,  # type: ignore[arg-type]
-                      world=world)
-    return Device("cpu", prec, None, batch_scale=batch_scale, compile=compile, world=world)  # type: ignore[arg-type]
+                      world=world, micro_batch=None if micro_batch == "auto" else micro_batch)  # type: ignore[arg-type]
+    return Device("cpu", prec, None, batch_scale=batch_scale, compile=compile, world=world,  # type: ignore[arg-type]
+                  micro_batch=CPU_MICRO_BATCH if micro_batch == "auto" else micro_batch)  # type: ignore[arg-type]

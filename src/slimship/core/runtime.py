@@ -21,6 +21,7 @@ here; measuring, packages and ``slimship.load`` then reach it by name. Example::
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from typing import Protocol
@@ -71,7 +72,7 @@ class OnnxRuntime:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        if _shared_arena():  # one arena for every session of the process, not one each
+        if _side_by_side and _shared_arena():  # one arena for the sessions alive together, not one each
             so.add_session_config_entry("session.use_env_allocators", "1")
         so.intra_op_num_threads = threads or cpu_threads()
         so.inter_op_num_threads = 1
@@ -86,13 +87,33 @@ class OnnxRuntime:
 
 _ARENA_LOCK = threading.Lock()
 _ARENA: list[bool] = []  # [registered?] once tried
+_side_by_side = 0  # > 0 while sessions are made to live side by side (see side_by_side)
+
+
+@contextlib.contextmanager
+def side_by_side():
+    """ONNX Runtime sessions made inside this block share one arena per process (:func:`_shared_arena`).
+
+    For sessions that are alive together: a run timing a dozen graphs interleaved, a server holding several
+    packages. Each session's own arena keeps its largest batch's buffers until the session goes, so a dozen
+    sessions kept a dozen arenas; sharing halved their memory at the same speed. Sessions made outside it (one
+    at a time, to score a candidate) keep their own arena, which goes with them: the shared one is never given
+    back, and it held ~140 MB through every later training stage of a run (benchmarks/photo_memory.py).
+    """
+    global _side_by_side
+
+    with _ARENA_LOCK:
+        _side_by_side += 1
+    try:
+        yield
+    finally:
+        with _ARENA_LOCK:
+            _side_by_side -= 1
 
 
 def _shared_arena() -> bool:
-    """Register one CPU arena allocator with ONNX Runtime's environment (once per process); sessions that opt in
-    share it. Each session's own arena keeps its largest batch's buffers for good, so a run that holds a dozen
-    sessions to time them side by side (or a server with several packages) kept a dozen such arenas: sharing
-    halved their memory at the same speed. False (sessions keep their own arenas) where registering fails."""
+    """Register one CPU arena allocator with ONNX Runtime's environment (once per process) for the sessions made
+    :func:`side_by_side`. False (sessions keep their own arenas) where registering fails."""
     with _ARENA_LOCK:
         if not _ARENA:
             import onnxruntime as ort

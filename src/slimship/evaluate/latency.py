@@ -66,9 +66,11 @@ def interleaved_latency_stats(graphs: dict[str, bytes], input_shape: tuple[int, 
                               runs: int = 30, rounds: int = 5, warmup: int = 3, runtime: str = "onnxruntime",
                               example=None) -> dict[str, dict[str, dict[str, float]]]:
     """p50 / p95 of several deploy graphs in one runtime, measured interleaved (:func:`interleaved_session_stats`)."""
-    from slimship.core.runtime import session
+    from slimship.core.runtime import session, side_by_side
 
-    return interleaved_session_stats({name: session(g, runtime) for name, g in graphs.items()}, input_shape,
+    with side_by_side():
+        sessions = {name: session(g, runtime) for name, g in graphs.items()}
+    return interleaved_session_stats(sessions, input_shape,
                                      batch_sizes, runs=runs, rounds=rounds, warmup=warmup, example=example)
 
 

@@ -146,9 +146,10 @@ def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], e
                     batch_sizes: list[int], runs: int) -> None:
     """Latency p50 and p95 of every graph in every runtime it was measured in, all interleaved (machine drift
     lands on all alike); then each model ships for the runtime it was fastest in (:func:`fastest_runtime`)."""
-    from slimship.core.runtime import REFERENCE_RUNTIME, session
+    from slimship.core.runtime import REFERENCE_RUNTIME, session, side_by_side
 
-    sessions = {(m.name, rt): session(graphs[m.name], rt) for m in measurements for rt in m.runtimes}
+    with side_by_side():
+        sessions = {(m.name, rt): session(graphs[m.name], rt) for m in measurements for rt in m.runtimes}
     lat = interleaved_session_stats(sessions, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
                                     rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP, example=example_input)
     del sessions

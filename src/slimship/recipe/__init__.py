@@ -194,6 +194,9 @@ class DeviceSection(_Strict):
                                                          "square root")
     compile: Literal["off", "default", "reduce-overhead"] = Field(
         "off", description="torch.compile the training forward (reduce-overhead: CUDA graphs); off unless measured faster")
+    micro_batch: Literal["auto"] | Annotated[int, Field(ge=1)] | None = Field(
+        "auto", description="most examples per forward/backward pass, gradients accumulated over a batch (memory "
+                            "follows it); auto: 32 on the CPU, the whole batch on a GPU; null: the whole batch")
 
 
 class Recipe(_Strict):

@@ -92,17 +92,18 @@ def retime_packages(input_shape: tuple, batch_sizes: list[int], runs: int, examp
     ``{number: {batchB: speed-up}}``. ``example``: a model input batch (token ids for a text model)."""
 
     def retime(records: list[dict], reference: dict) -> dict:
-        from slimship.core.runtime import REFERENCE_RUNTIME, session
+        from slimship.core.runtime import REFERENCE_RUNTIME, session, side_by_side
         from slimship.evaluate.latency import interleaved_session_latency
         from slimship.package.pack import load_package
 
         have = [r for r in records if Path(r["package"]).is_file()]
         if not have or not Path(reference.get("package", "")).is_file():
             return {}
-        sessions = {"dense": session(load_package(reference["package"]).onnx, REFERENCE_RUNTIME)}
-        for r in have:
-            pkg = load_package(r["package"])
-            sessions[str(r["number"])] = session(pkg.onnx, pkg.runtime)
+        with side_by_side():
+            sessions = {"dense": session(load_package(reference["package"]).onnx, REFERENCE_RUNTIME)}
+            for r in have:
+                pkg = load_package(r["package"])
+                sessions[str(r["number"])] = session(pkg.onnx, pkg.runtime)
         lat = interleaved_session_latency(sessions, tuple(input_shape), tuple(batch_sizes), runs=runs, rounds=10,
                                           example=example)
         return {r["number"]: {k: round(lat["dense"][k] / v, 4) for k, v in lat[str(r["number"])].items()}

@@ -76,6 +76,7 @@ def load_models(specs: Sequence[str], keys: Sequence[str] = (), require_signatur
     package is refused too. Raises PackageError / SlimshipError naming the package.
     """
     import slimship.data  # noqa: F401  registers the built-in preprocessing kinds a manifest names
+    from slimship.core.runtime import side_by_side
     from slimship.package.pack import load_package
     from slimship.package.sign import check_signature, load_public_key, signatures
 
@@ -95,7 +96,8 @@ def load_models(specs: Sequence[str], keys: Sequence[str] = (), require_signatur
             raise SlimshipError(f"{path}: `slimship serve` takes {', '.join(INPUT_KINDS.names())} inputs, not {kind!r} "
                                 f"ones yet: classify with `slimship predict` or slimship.load(PKG).predict")
         model = ServedModel(name, str(path), pkg, INPUT_KINDS.get(kind), signed_by)
-        warm_up(model)
+        with side_by_side():  # the server keeps every package's session for its whole life
+            warm_up(model)
         models.append(model)
     return models
 

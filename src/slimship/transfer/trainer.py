@@ -176,16 +176,29 @@ class _Net:
         self.model, self.device, self.bn = model, device, bn
         self.trainable: tuple | None = None
         self.net: nn.Module = model
+        self.ddp: nn.Module | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._refresh()
+        return self.net(x)
+
+    def _refresh(self) -> None:
         now = tuple(p.requires_grad for p in self.model.parameters())
         if now != self.trainable:
             self.trainable, self.net = now, self._build()
-        return self.net(x)
+
+    def accumulating(self, more: bool):
+        """Context for one pass of a batch; with ``more`` passes to come, DDP keeps the gradients local (they are
+        averaged once, after the batch's last pass)."""
+        import contextlib
+
+        self._refresh()
+        return self.ddp.no_sync() if more and self.ddp is not None else contextlib.nullcontext()
 
     def _build(self) -> nn.Module:
         net: nn.Module = self.model
         d = self.device
+        self.ddp = None
         if d.world.distributed:
             import inspect
 
@@ -194,8 +207,8 @@ class _Net:
             # frozen BatchNorm statistics never change: no need to send rank 0's buffers before every forward
             sync = self.bn == "train"
             newer = "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters  # torch >= 2.14
-            net = DDP(net, device_ids=[d.index] if d.type == "cuda" else None,
-                      **({"forward_sync_buffers": sync} if newer else {"broadcast_buffers": sync}))
+            net = self.ddp = DDP(net, device_ids=[d.index] if d.type == "cuda" else None,
+                                 **({"forward_sync_buffers": sync} if newer else {"broadcast_buffers": sync}))
         if d.compile != "off":
             net = torch.compile(net, mode=None if d.compile == "default" else d.compile)
         return net
@@ -241,6 +254,21 @@ def train(
                           f"included (it has {len(groups)} layer groups): use at most {len(groups) - 1}")
     with device.holding(model, teacher):
         return _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device)
+
+
+def _loss(net, teacher, xb, yb, cfg, device) -> torch.Tensor:
+    """The mean training loss of one pass: cross-entropy, mixed with distillation from ``teacher`` when set."""
+    with device.autocast():
+        logits = net(xb).float()
+        loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        if teacher is not None and cfg.kd_alpha > 0:
+            with torch.no_grad():
+                t_logits = teacher(xb).float()
+            T = cfg.kd_temperature
+            kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True,
+                          reduction="batchmean")
+            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
+    return loss
 
 
 def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device) -> TrainResult:
@@ -309,18 +337,14 @@ def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, p
         lr = _lr_at(prog, cfg) * lr_scale
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        with device.autocast():
-            logits = net(xb).float()
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-            if teacher is not None and cfg.kd_alpha > 0:
-                with torch.no_grad():
-                    t_logits = teacher(xb).float()
-                T = cfg.kd_temperature
-                kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True,
-                              reduction="batchmean")
-                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # the batch in passes of at most device.micro_batch examples, each loss weighted by its share: the
+        # accumulated gradient is the whole batch's (BatchNorm in train mode normalises per pass, as DDP does)
+        mb = device.micro_batch or len(yb)
+        for i in range(0, len(yb), mb):
+            share = min(mb, len(yb) - i) / len(yb)
+            with net.accumulating(more=i + mb < len(yb)):
+                (_loss(net, teacher, xb[i : i + mb], yb[i : i + mb], cfg, device) * share).backward()
         opt.step()
         if after_step is not None:
             after_step(model, prog)
