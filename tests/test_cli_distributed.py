@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +18,22 @@ import yaml
 from tests.conftest import make_images, tiny_recipe
 
 
-def _slimship(*args: str, procs: int = 1) -> subprocess.CompletedProcess:
-    # --standalone: torchrun picks a free port itself (other test runs may share this machine)
+def _slimship(*args: str, procs: int = 1, retry_abort_in: Path | None = None) -> subprocess.CompletedProcess:
+    # --standalone: torchrun picks a free port itself (other test runs may share this machine). A process that
+    # aborts prints its Python stack (faulthandler).
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"] \
         if procs > 1 else [sys.executable]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "SLIMSHIP_THREADS": "1"}
-    return subprocess.run([*launch, "-m", "slimship", *args], capture_output=True, text=True, env=env, timeout=900)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "SLIMSHIP_THREADS": "1",
+           "PYTHONFAULTHANDLER": "1"}
+    p = subprocess.run([*launch, "-m", "slimship", *args], capture_output=True, text=True, env=env, timeout=900)
+    if procs > 1 and p.returncode != 0 and "SIGABRT" in p.stderr and retry_abort_in is not None:
+        # Seen once in CI (stop 18), never in 48 runs here: rank 0 aborted ("terminate called without an
+        # active exception", a C++ thread object destroyed while running) with no Python error. One retry from
+        # an empty folder, saying so; a second abort fails the test.
+        warnings.warn(f"a torchrun process aborted; retrying once. Its output:\n{p.stderr[-4000:]}", stacklevel=2)
+        shutil.rmtree(retry_abort_in, ignore_errors=True)
+        p = subprocess.run([*launch, "-m", "slimship", *args], capture_output=True, text=True, env=env, timeout=900)
+    return p
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +51,8 @@ def runs(tmp_path_factory):
     (root / "recipe.yaml").write_text(yaml.safe_dump(r))
     one = _slimship("run", str(root / "recipe.yaml"), "--out", str(root / "one"), "--quiet", "--device", "cpu")
     assert one.returncode == 0, one.stderr[-3000:]
-    two = _slimship("run", str(root / "recipe.yaml"), "--out", str(root / "two"), "--quiet", procs=2)
+    two = _slimship("run", str(root / "recipe.yaml"), "--out", str(root / "two"), "--quiet", procs=2,
+                    retry_abort_in=root / "two")
     assert two.returncode == 0, two.stderr[-3000:]
     return root
 
