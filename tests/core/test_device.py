@@ -17,7 +17,8 @@ def test_auto_is_the_cpu_in_fp32_without_a_gpu():
     d = resolve_device()
     assert (d.type, d.precision, d.world.size, d.channels_last) == ("cpu", "fp32", 1, True)
     assert resolve_device("auto", "bf16").precision == "bf16"  # bf16 autocast on the CPU when asked for
-    assert d.describe() == {"device": "cpu", "precision": "fp32", "channels_last": True, "world_size": 1}
+    assert d.describe() == {"device": "cpu", "precision": "fp32", "channels_last": True, "world_size": 1,
+                            "micro_batch": 32}
 
 
 @no_gpu

@@ -69,6 +69,7 @@ def test_recipe_micro_batch_reaches_the_device():
     from slimship.core.device import CPU_MICRO_BATCH, resolve_device
 
     assert resolve_device("cpu").micro_batch == CPU_MICRO_BATCH  # auto on the CPU
+    assert resolve_device("cpu").describe()["micro_batch"] == CPU_MICRO_BATCH  # recorded in metrics.json
     assert resolve_device("cpu", micro_batch=None).micro_batch is None
     assert resolve_device("cpu", micro_batch=8).micro_batch == 8
     with pytest.raises(Exception, match="micro_batch"):

@@ -128,6 +128,8 @@ class Device:
             d["batch_scale"] = self.batch_scale
         if self.compile != "off":
             d["compile"] = self.compile
+        if self.micro_batch:
+            d["micro_batch"] = self.micro_batch
         return d
 
     def name(self) -> str:
