@@ -69,3 +69,17 @@ def test_the_recipe_section_chooses_the_device():
     assert (r.device.type, r.device.precision, r.device.batch_scale) == ("cpu", "bf16", 2)
     with pytest.raises(SlimshipError, match="device.type"):
         parse_recipe({**base, "device": {"type": "gpu"}})
+
+
+def test_the_recipe_sets_the_micro_batch():
+    from slimship.api.run import run_device
+    from slimship.recipe import parse_recipe
+
+    base = {"model": {"architecture": "test_efficientnet"}, "data": {"source": "x"}}
+    assert parse_recipe(base).device.micro_batch == "auto"
+    for value, want in ((8, 8), (None, None), ("auto", 32)):
+        r = parse_recipe({**base, "device": {"type": "cpu", "micro_batch": value}})
+        assert run_device(r).micro_batch == want
+    for bad in (0, -3, "half"):
+        with pytest.raises(SlimshipError, match="micro_batch"):
+            parse_recipe({**base, "device": {"micro_batch": bad}})
