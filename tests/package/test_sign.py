@@ -169,6 +169,24 @@ def test_cli_keygen_sign_verify(tmp_path, capsys):
     assert main(["keygen", str(key)]) == 2 and "exists already" in capsys.readouterr().err
 
 
+def test_sign_out_never_replaces_an_unrelated_file_unless_forced(tmp_path, keys, capsys):
+    pkg, out = tmp_path / "m.slim", tmp_path / "notes.txt"
+    shutil.copy(FIXTURES / "int8.slim", pkg)
+    out.write_text("my notes")
+    assert main(["sign", str(pkg), "--key", str(keys["priv"]), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--force" in err
+    assert out.read_text() == "my notes" and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert main(["sign", str(pkg), "--key", str(keys["priv"]), "-o", str(out)]) == 2  # still refused
+    assert main(["sign", str(pkg), "--key", str(keys["priv"]), "-o", str(out), "--force"]) == 0
+    assert check_signature(read_package(out, verify=True), [load_public_key(keys["pub"])])
+    assert main(["sign", str(pkg), "--key", str(keys["priv"]), "-o", str(out)]) == 0  # the same bytes again: fine
+    os.mkfifo(tmp_path / "fifo")
+    assert main(["sign", str(pkg), "--key", str(keys["priv"]), "-o", str(tmp_path / "fifo"), "--force"]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["sign", str(pkg), "--key", str(keys["priv"])]) == 0  # in place, as documented
+
+
 def test_pull_with_key_checks_the_signature_before_writing(tmp_path, keys, signed, capsys):
     store = tmp_path / "store"
     assert main(["push", str(signed), str(store), "--name", "m", "--tag", "v1"]) == 0

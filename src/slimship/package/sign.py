@@ -241,15 +241,21 @@ def verify_signature_file(path: str | os.PathLike[str], key_paths: Sequence[str 
 
 
 def sign_package(path: str | os.PathLike[str], private_key: str | os.PathLike[str],
-                 out: str | os.PathLike[str] | None = None) -> dict:
+                 out: str | os.PathLike[str] | None = None, force: bool = False) -> dict:
     """Add (or renew) a signature by ``private_key`` to the package at ``path``, written atomically to ``out``
     (default: ``path`` itself). Other keys' signatures are kept when they still match the contents; a stale one
-    (the contents changed since) is refused rather than carried along.
+    (the contents changed since) is refused rather than carried along. An ``out`` other than ``path`` that holds
+    something else is replaced only with ``force``, and never when it is not a regular file.
 
     Returns ``{"path", "key_id", "signed_sha256", "package_sha256", "signatures"}``: the hash that was signed,
     the new file's own package hash, and how many signatures it now carries.
     Raises PackageError (damaged package, stale signature) or KeyFileError (unusable key).
     """
+    from slimship.package.outputs import check_target, may_replace
+
+    elsewhere = out is not None and os.path.abspath(out) != os.path.abspath(path)
+    if elsewhere:
+        check_target(out)  # a folder, device or FIFO: refused before any work
     key = load_private_key(private_key)
     kid = key_id(key.public_key())
     package = read_package(path, verify=True)
@@ -269,8 +275,13 @@ def sign_package(path: str | os.PathLike[str], private_key: str | os.PathLike[st
     header = _encode_header(manifest, list(package.parts.values()))
     chunks = [_PREFIX.pack(_MAGIC, package.format_version, len(header)), header, _data_area(package)]
     target = Path(out if out is not None else path)
-    write_stream_atomically(target, lambda f: _write_with_trailer(f, chunks),
-                            verify=lambda tmp: read_package(tmp, verify=True), error=PackageError)
+
+    def check(tmp: Path) -> None:
+        read_package(tmp, verify=True)
+        if elsewhere:
+            may_replace(target, tmp, force)
+
+    write_stream_atomically(target, lambda f: _write_with_trailer(f, chunks), verify=check, error=PackageError)
     signed = read_package(target, verify=True)
     return {"path": str(target), "key_id": kid, "signed_sha256": current,
             "package_sha256": signed.package_sha256, "signatures": len(kept) + 1}
