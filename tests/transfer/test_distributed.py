@@ -32,7 +32,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_tiny(world: World, out: str) -> None:
+def _train_tiny(world: World, out: str, micro_batch: int | None = None) -> None:
     from slimship.core.device import Device
     from slimship.models.timm_image import parameter_groups
     from slimship.transfer.trainer import TrainConfig, train
@@ -46,18 +46,19 @@ def _train_tiny(world: World, out: str) -> None:
         m.get_classifier().weight.mul_(0.5)  # differ from the teacher
     cfg = TrainConfig(epochs=2, lr=3e-3, batch_size=16, evals=2, hflip=True, shift=2, gradual_unfreeze=True,
                       kd_alpha=0.5)
-    r = train(m, T, V, pre, cfg, groups=parameter_groups(m), teacher=teacher, device=Device(world=world))
+    r = train(m, T, V, pre, cfg, groups=parameter_groups(m), teacher=teacher,
+              device=Device(world=world, micro_batch=micro_batch))
     if world.main:
         torch.save({"state": m.state_dict(), "history": r.history, "steps": r.steps,
                     "world_size": r.device["world_size"]}, out)
 
 
-def _worker(rank: int, size: int, port: int, out: str) -> None:
+def _worker(rank: int, size: int, port: int, out: str, micro_batch: int | None = None) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
     try:
-        _train_tiny(World(rank, size, rank, "gloo"), out)
+        _train_tiny(World(rank, size, rank, "gloo"), out, micro_batch)
     finally:
         dist.destroy_process_group()
 
@@ -73,3 +74,14 @@ def test_two_gloo_processes_train_the_model_one_process_trains(tmp_path):
     diff = max(float((one["state"][k].float() - two["state"][k].float()).abs().max()) for k in one["state"])
     assert diff < 1e-4, diff
     assert (one["world_size"], two["world_size"]) == (1, 2)
+
+
+def test_two_gloo_processes_in_micro_batches_train_the_model_one_process_trains(tmp_path):
+    """Each process runs its 8 examples of a batch in passes of 3, 3 and 2 (gradients averaged across processes
+    only after the last pass, DDP rebuilt as groups unfreeze): the model one process trains in whole batches."""
+    _train_tiny(World(), str(tmp_path / "one.pt"))
+    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two.pt"), 3), nprocs=2)
+    one, two = (torch.load(tmp_path / f, weights_only=True) for f in ("one.pt", "two.pt"))
+    assert one["steps"] == two["steps"] == 10
+    diff = max(float((one["state"][k].float() - two["state"][k].float()).abs().max()) for k in one["state"])
+    assert diff < 1e-4, diff
