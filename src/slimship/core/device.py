@@ -212,6 +212,8 @@ def resolve_device(requested: str | None = None, precision: str | None = None, *
     from slimship.core.distributed import join_world
 
     world = join_world(cuda=kind == "cuda")
+    if micro_batch == "auto":
+        micro_batch = CPU_MICRO_BATCH if kind == "cpu" else None
     if kind == "cuda":
         if world.local_rank >= torch.cuda.device_count():
             raise SlimshipError(f"local rank {world.local_rank} has no GPU ({torch.cuda.device_count()} visible): "
@@ -220,6 +222,6 @@ def resolve_device(requested: str | None = None, precision: str | None = None, *
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         return Device("cuda", prec, world.local_rank, batch_scale=batch_scale, compile=compile,  # type: ignore[arg-type]
-                      world=world, micro_batch=None if micro_batch == "auto" else micro_batch)  # type: ignore[arg-type]
+                      world=world, micro_batch=micro_batch)  # type: ignore[arg-type]
     return Device("cpu", prec, None, batch_scale=batch_scale, compile=compile, world=world,  # type: ignore[arg-type]
-                  micro_batch=CPU_MICRO_BATCH if micro_batch == "auto" else micro_batch)  # type: ignore[arg-type]
+                  micro_batch=micro_batch)  # type: ignore[arg-type]

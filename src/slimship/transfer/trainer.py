@@ -12,6 +12,7 @@ so a seconds budget gets a full warm-up/cosine schedule too. The best state on t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -190,8 +191,6 @@ class _Net:
     def accumulating(self, more: bool):
         """Context for one pass of a batch; with ``more`` passes to come, DDP keeps the gradients local (they are
         averaged once, after the batch's last pass)."""
-        import contextlib
-
         self._refresh()
         return self.ddp.no_sync() if more and self.ddp is not None else contextlib.nullcontext()
 
