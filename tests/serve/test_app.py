@@ -20,6 +20,7 @@ from slimship.cli.main import main
 from slimship.core.errors import PackageError, SlimshipError
 from slimship.serve import AppConfig, BatchingConfig, Limits, ServedModel, create_app, load_models
 from tests.conftest import make_images
+from tests.core.test_runtimes import needs_openvino
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "slim-v0.1"
 TOKEN = "s3cret-token-0123456789"
@@ -223,3 +224,25 @@ def test_jpeg_and_gray_inputs_decode_like_predict(models, tmp_path, capsys):
         with _client(models) as c:
             got = c.post("/v1/models/int8/predict", json={"images": [_b64(p)]}).json()["predictions"]
         assert [g["top"] for g in got] == [e["top"] for e in expected]
+
+
+@needs_openvino
+def test_a_package_with_a_runtime_per_batch_size_is_served_in_both(tmp_path, files, capsys):
+    from slimship.core.runtime import SessionsByBatch
+    from slimship.package.pack import load_package, pack
+
+    src = load_package(FIXTURES / "int8.slim")
+    path = tmp_path / "split.slim"
+    pack(path, onnx=src.onnx, architecture="test", class_names=src.class_names, preprocessing=src.preprocessing,
+         runtime="openvino", runtime_by_batch={1: "onnxruntime", 8: "openvino"})
+    (model,) = load_models([str(path)])
+    sess = model.session
+    assert isinstance(sess, SessionsByBatch) and set(sess.sessions) == {"onnxruntime", "openvino"}  # warmed up
+    expected = _cli_predict(capsys, path, files)
+    with _client([model], batching=BatchingConfig(max_batch_size=8, max_wait_ms=20)) as c:
+        info = c.get("/v1/models").json()["models"][0]
+        batch = c.post("/v1/models/split/predict", json={"images": [_b64(f) for f in files] * 2})  # 12: OpenVINO
+        one = c.post("/v1/models/split/predict", json={"images": [_b64(files[0])]})  # 1: ONNX Runtime
+    assert info["runtime"] == "openvino" and info["runtime_by_batch"] == {"1": "onnxruntime", "8": "openvino"}
+    assert [p["top"][0]["class"] for p in batch.json()["predictions"]] == [r["top"][0]["class"] for r in expected] * 2
+    assert one.json()["predictions"][0]["top"][0]["class"] == expected[0]["top"][0]["class"]

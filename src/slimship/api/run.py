@@ -218,6 +218,7 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
     from slimship.core.memory import release_memory
     from slimship.evaluate.decision import decide
     from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, predictions_arrays
+    from slimship.evaluate.runtime_choice import describe
     from slimship.package import stage as package
 
     recipe, rep, data, pre = st.recipe, st.rep, st.data, st.pre
@@ -231,7 +232,8 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
             f"{ev.batch_sizes}; peak memory")
     release_memory()  # every session of every runtime is alive while timing: start from a trimmed heap
     measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
-    rep.log("fastest runtime (ships for it): " + ", ".join(f"{m.name} {m.runtime}" for m in measured))
+    rep.log("fastest runtime (ships for it): " + "; ".join(f"{m.name} {describe(m.runtime_by_batch, m.runtime)}"
+                                                          for m in measured))
     measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
     write_packages(prepared, measured, pctx)
     for p, m in zip(prepared, measured):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import threading
 from typing import Protocol
 
@@ -168,3 +169,47 @@ def logits(sess: Session, inputs: np.ndarray, batch_size: int = 64) -> np.ndarra
 
 
 ort_logits = logits  # the name most call sites know
+
+
+def runtime_for_batch(n: int, by_batch: dict[int, str], default: str) -> str:
+    """The runtime for a batch of ``n`` from a package's ``{batch size: runtime}`` table: the one chosen for the
+    measured batch size nearest to ``n`` on a log scale (with 1 and 64 measured, batches of 1-7 go to the first,
+    8 and more to the second); ``default`` with no table."""
+    if not by_batch:
+        return default
+    return by_batch[min(by_batch, key=lambda b: (abs(math.log(max(n, 1)) - math.log(b)), -b))]
+
+
+class SessionsByBatch:
+    """One deploy graph in several runtimes, each batch run in the runtime chosen for its size (a
+    :class:`Session`). A runtime's session is made the first time a batch needs it, once (thread-safe), so a
+    caller that only ever sends large batches loads one runtime."""
+
+    def __init__(self, onnx: bytes, by_batch: dict[int, str], default: str, threads: int | None = None,
+                 make=None) -> None:
+        self.onnx, self.by_batch, self.default = onnx, dict(by_batch), default
+        self.make = make or (lambda rt: session(onnx, rt, threads))  # runtime name -> Session
+        self.sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def runtime_for(self, n: int) -> str:
+        return runtime_for_batch(n, self.by_batch, self.default)
+
+    def session_for(self, n: int) -> Session:
+        rt = self.runtime_for(n)
+        sess = self.sessions.get(rt)
+        if sess is None:
+            with self._lock:
+                sess = self.sessions.get(rt)
+                if sess is None:
+                    sess = self.sessions[rt] = self.make(rt)
+        return sess
+
+    def load_all(self) -> "SessionsByBatch":
+        """Make every runtime's session now (for a caller that keeps them all alive, made side by side)."""
+        for b in self.by_batch:
+            self.session_for(b)
+        return self
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session_for(len(batch))(batch)

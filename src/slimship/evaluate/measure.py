@@ -1,7 +1,7 @@
 """Measure deploy graphs as shipped: accuracy in every installed runtime on the validation and test splits (with
 per-image predictions, per-class figures and intervals), parameters, nonzeros and MACs of the model, latency p50 /
-p95 measured interleaved across all graphs and runtimes of a run (each model then ships for the runtime it was
-fastest in: evaluate/runtime_choice.py), and peak memory at inference.
+p95 measured interleaved across all graphs and runtimes of a run (each batch size of each model then ships for the
+runtime it was fastest in: evaluate/runtime_choice.py), and peak memory at inference.
 
 The graph measured is exactly the one its package decodes to (the package stage hands it over and checks it
 after writing), so every figure holds for the file on disk; the size is that file's, set once it is written.
@@ -17,7 +17,7 @@ import numpy as np
 from slimship.evaluate.classification import classification_figures, wilson_interval
 from slimship.evaluate.compute import count_macs
 from slimship.evaluate.latency import interleaved_session_stats, torch_latency
-from slimship.evaluate.runtime_choice import fastest_runtime
+from slimship.evaluate.runtime_choice import main_runtime, runtime_by_batch
 
 LATENCY_ROUNDS, LATENCY_WARMUP = 5, 3
 
@@ -46,6 +46,7 @@ class Measurement:
     val_accuracy_ci95: list = field(default_factory=list)
     pytorch_eager_latency_ms: dict | None = None
     runtimes: dict = field(default_factory=dict)  # {runtime: {"accuracy", "val_accuracy", "latency_ms", ...}}
+    runtime_by_batch: dict = field(default_factory=dict)  # {"batch1": runtime, ...}: what each batch size runs in
     extra: dict = field(default_factory=dict)  # train_seconds, notes, decision, ...
     val_predictions: Any = None  # np.ndarray [n_val] of predicted classes, in the runtime it ships for
     val_labels: Any = None
@@ -60,15 +61,18 @@ class Measurement:
             raise ValueError(f"{self.name}: no per-image validation predictions were kept")
         return np.asarray(self.val_predictions) == np.asarray(self.val_labels)
 
-    def ship_in(self, runtime: str) -> None:
-        """Make ``runtime`` the one this model ships for: its headline figures (accuracy, intervals, per-class
-        figures, predictions, latency) become that runtime's."""
+    def ship_in(self, runtime: str, by_batch: dict[str, str] | None = None) -> None:
+        """Make ``runtime`` the one this model ships for (its main runtime), and ``by_batch`` the runtime of each
+        batch size (default: ``runtime`` at all). Headline accuracy, intervals, per-class figures and predictions
+        become the main runtime's; headline latency at each batch size that of the runtime it runs in."""
         f = self.runtimes[runtime]
         vp, tp = self.by_runtime[runtime]
         self.runtime, self.accuracy, self.val_accuracy = runtime, f["accuracy"], f["val_accuracy"]
         self.val_predictions, self.test_predictions = vp, tp
-        self.latency_ms = dict(f.get("latency_ms", {}))
-        self.latency_p95_ms = dict(f.get("latency_p95_ms", {}))
+        self.runtime_by_batch = dict(by_batch or {k: runtime for k in f.get("latency_ms", {})})
+        for key in ("latency_ms", "latency_p95_ms"):
+            setattr(self, key, {k: self.runtimes[self.runtime_by_batch.get(k, runtime)][key][k]
+                                for k in f.get(key, {})})
         vc = int((vp == self.val_labels).sum())
         self.val_accuracy_ci95 = [round(v, 5) for v in wilson_interval(vc, len(vp))]
         self.test = classification_figures(self.test_labels, tp, self.num_classes) if len(tp) else {}
@@ -145,7 +149,8 @@ def measure_model(*, name: str, kind: str, graph: bytes, model, example_input, v
 def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,
                     batch_sizes: list[int], runs: int) -> None:
     """Latency p50 and p95 of every graph in every runtime it was measured in, all interleaved (machine drift
-    lands on all alike); then each model ships for the runtime it was fastest in (:func:`fastest_runtime`)."""
+    lands on all alike); then each batch size of each model ships for the runtime it was fastest in there
+    (:func:`~slimship.evaluate.runtime_choice.runtime_by_batch`), the largest batch size's being its main one."""
     from slimship.core.runtime import REFERENCE_RUNTIME, session, side_by_side
 
     with side_by_side():
@@ -157,19 +162,22 @@ def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], e
         for rt, f in m.runtimes.items():
             f["latency_ms"] = {b: v["p50"] for b, v in lat[(m.name, rt)].items()}
             f["latency_p95_ms"] = {b: v["p95"] for b, v in lat[(m.name, rt)].items()}
-        m.ship_in(fastest_runtime(m.runtimes, REFERENCE_RUNTIME))
+        by_batch = runtime_by_batch(m.runtimes, REFERENCE_RUNTIME)
+        m.ship_in(main_runtime(by_batch, REFERENCE_RUNTIME), by_batch)
 
 
 def measure_memory(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,
                    batch_sizes: list[int]) -> None:
-    """Peak memory at inference of every graph in the runtime it ships for, each in a fresh process
-    (:mod:`slimship.evaluate.memory`)."""
+    """Peak memory at inference of every graph as it ships (each batch size in the runtime it runs in), each in a
+    fresh process (:mod:`slimship.evaluate.memory`)."""
     from slimship.evaluate.memory import peak_memory
+    from slimship.evaluate.runtime_choice import batch_size_of
 
     x = example_input.numpy() if hasattr(example_input, "numpy") else np.asarray(example_input)
     dtype = "int64" if np.issubdtype(x.dtype, np.integer) else "float32"
     for m in measurements:
-        m.memory = peak_memory(graphs[m.name], tuple(example_input.shape[1:]), batch_sizes, runtime=m.runtime,
+        m.memory = peak_memory(graphs[m.name], tuple(example_input.shape[1:]), batch_sizes,
+                               runtime={batch_size_of(k): rt for k, rt in m.runtime_by_batch.items()} or m.runtime,
                                dtype=dtype)
 
 

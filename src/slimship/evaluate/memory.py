@@ -31,15 +31,17 @@ def hwm_kb():
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-graph_path, runtime, shape, batches, threads, dtype = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-from slimship.core.runtime import session
-try:
-    importlib.import_module(runtime)
-except ImportError:
-    pass
+graph_path, by_batch, shape, batches, threads, dtype = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+from slimship.core.runtime import SessionsByBatch
+for runtime in set(by_batch.values()):
+    try:
+        importlib.import_module(runtime)
+    except ImportError:
+        pass
 inputs = [np.zeros((b, *shape), dtype) for b in batches]  # zeros: valid pixels and valid token ids (padding)
 base = hwm_kb()
-sess = session(open(graph_path, "rb").read(), runtime, threads)
+by_batch = {int(b): rt for b, rt in by_batch.items()}
+sess = SessionsByBatch(open(graph_path, "rb").read(), by_batch, by_batch[max(by_batch)], threads)
 for x in inputs:
     for _ in range(3):
         sess(x)
@@ -48,9 +50,11 @@ print(json.dumps({"baseline_kb": base, "peak_kb": peak}))
 """
 
 
-def peak_memory(graph: bytes, input_shape: tuple[int, ...], batch_sizes: list[int], *, runtime: str = "onnxruntime",
-                threads: int | None = None, timeout: float = 300, dtype: str = "float32") -> dict:
-    """Peak memory of a fresh process that loads ``graph`` in ``runtime`` and runs it three times at each of
+def peak_memory(graph: bytes, input_shape: tuple[int, ...], batch_sizes: list[int], *,
+                runtime: str | dict[int, str] = "onnxruntime", threads: int | None = None, timeout: float = 300,
+                dtype: str = "float32") -> dict:
+    """Peak memory of a fresh process that loads ``graph`` in ``runtime`` (or, given ``{batch size: runtime}``,
+    in each runtime the batch sizes run in, as a loaded package does) and runs it three times at each of
     ``batch_sizes`` (inputs of ``input_shape`` without the batch axis, of ``dtype``: int64 for token ids). Returns ``{"peak_rss_mb", "model_mb",
     "baseline_mb"}``, or ``{"error": why}`` when the child fails (the run goes on without the figure)."""
     from slimship.core.runtime import cpu_threads
@@ -60,8 +64,9 @@ def peak_memory(graph: bytes, input_shape: tuple[int, ...], batch_sizes: list[in
     with tempfile.TemporaryDirectory(prefix="slimship-mem-") as tmp:
         path = Path(tmp) / "graph.onnx"
         path.write_bytes(graph)
-        cmd = [sys.executable, "-c", _CHILD, str(path), runtime, json.dumps(list(input_shape)),
-               json.dumps(list(batch_sizes)), str(threads or cpu_threads()), str(dtype)]
+        by_batch = runtime if isinstance(runtime, dict) else {b: runtime for b in batch_sizes}
+        cmd = [sys.executable, "-c", _CHILD, str(path), json.dumps({str(b): rt for b, rt in by_batch.items()}),
+               json.dumps(list(input_shape)), json.dumps(list(batch_sizes)), str(threads or cpu_threads()), str(dtype)]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         except subprocess.TimeoutExpired:

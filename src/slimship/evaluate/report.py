@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from slimship.evaluate.runtime_choice import describe, ships_at
+
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
@@ -46,7 +48,7 @@ def comparison_rows(metrics: dict) -> list[dict]:
             "params": f"{e['params'] / 1e6:.2f}M",
             "nonzero": f"{e['nonzero_params'] / 1e6:.2f}M",
             "macs": f"{e['macs'] / 1e6:.1f}M",
-            "runtime": e.get("runtime", "onnxruntime"),
+            "runtime": describe(e.get("runtime_by_batch", {}), e.get("runtime", "onnxruntime"), short=True),
             "b1": f"{lat.get('batch1', float('nan')):.2f}",
             "b64": f"{lat.get(big, float('nan')):.1f}",
             "speedup": _speedup(lat, base),
@@ -92,7 +94,7 @@ def runtime_rows(metrics: dict) -> list[dict]:
         for rt, f in e.get("runtimes", {}).items():
             lat = f.get("latency_ms", {})
             rows.append({"name": e["name"] + (" *" if e["name"] == metrics["selected"] else ""), "runtime": rt,
-                         "ships": "yes" if rt == e.get("runtime") else "",
+                         "ships": ships_at(e.get("runtime_by_batch", {}), e.get("runtime"), rt),
                          "accuracy": f"{100 * f['accuracy']:.2f}", "val": f"{100 * f['val_accuracy']:.2f}",
                          "latency": " / ".join(f"{v:.3f}" for v in lat.values()), "speedup": _speedup(lat, base)})
     return rows

@@ -1,50 +1,71 @@
-"""Which runtime a model ships for: the fastest one it was measured in, by a rule stated once.
+"""Which runtime a model ships for, at each batch size: the fastest one it was measured in, by a rule stated once.
 
 Every model is measured in every installed runtime (accuracy on validation and test, latency at the recipe's batch
-sizes, interleaved). A model is judged fastest in the runtime with the lowest *geometric mean of its latency
-ratios* to the reference runtime (ONNX Runtime) over the batch sizes, so batch 1 and batch 64 count alike however
-different their milliseconds are. Two guards:
+sizes, interleaved). No runtime is fastest at every batch size: on this project's reference CPU, ONNX Runtime
+runs a small int8 graph fastest one image at a time and OpenVINO fastest 64 at a time. So the choice is made per
+batch size: at each one the model ships for the runtime with the lowest latency there. Two guards:
 
-- a runtime must be clearly faster to replace the reference: its geometric mean ratio below ``1 - margin``
-  (2 %), so timing noise does not flip a package to a runtime that brings no gain;
+- a runtime must be clearly faster to replace the reference at a batch size: its latency below ``1 - margin``
+  (2 %) of the reference's, so timing noise does not move a batch size to a runtime that brings no gain;
 - a runtime whose validation accuracy is more than ``accuracy_tolerance`` (0.5 points) below the model's best
-  runtime is not eligible (it would mean that runtime computes the graph wrongly).
+  runtime is not eligible at any batch size (it would mean that runtime computes the graph wrongly).
 
-The package records the choice (manifest ``model.runtime``) and loading runs it there when that runtime is
-installed, else in the reference runtime (docs/runtimes.md).
+The runtime chosen for the largest batch size measured is the model's *main* runtime: the one its accuracy
+figures come from (scoring a data set runs in large batches) and the one a caller gets for batch sizes beyond
+the table. The package records both (manifest ``model.runtime`` and ``model.runtime_by_batch``) and loading
+dispatches each batch to the runtime chosen for the nearest batch size measured, when that runtime is installed
+(docs/runtimes.md).
 """
 
 from __future__ import annotations
-
-import math
 
 MARGIN = 0.02
 ACCURACY_TOLERANCE = 0.005
 
 
-def latency_ratio(latency: dict[str, float], reference: dict[str, float]) -> float:
-    """Geometric mean over the batch sizes both share of ``latency[b] / reference[b]`` (below 1: faster)."""
-    keys = [k for k in reference if k in latency and reference[k] > 0 and latency[k] > 0]
-    if not keys:
-        return math.nan
-    return math.exp(sum(math.log(latency[k] / reference[k]) for k in keys) / len(keys))
+def batch_size_of(key: str) -> int:
+    """``"batch64"`` → 64 (the keys latency figures are stored under)."""
+    return int(key.removeprefix("batch"))
 
 
-def fastest_runtime(figures: dict[str, dict], reference: str, *, margin: float = MARGIN,
-                    accuracy_tolerance: float = ACCURACY_TOLERANCE) -> str:
-    """The runtime a model ships for, from its per-runtime figures
-    ``{runtime: {"val_accuracy": float, "latency_ms": {"batch1": ms, ...}}}``; ``reference`` when it is among them
-    and no other runtime is clearly faster (see the module docstring)."""
-    if reference not in figures:
-        return min(figures, key=lambda rt: _geomean(figures[rt]["latency_ms"]))
+def runtime_by_batch(figures: dict[str, dict], reference: str, *, margin: float = MARGIN,
+                     accuracy_tolerance: float = ACCURACY_TOLERANCE) -> dict[str, str]:
+    """The runtime a model ships for at each batch size it was timed at (``{"batch1": runtime, ...}``, in
+    increasing batch size), from its per-runtime figures ``{runtime: {"val_accuracy": float, "latency_ms":
+    {"batch1": ms, ...}}}`` (see the module docstring). Without the reference among them, the fastest eligible
+    runtime at each batch size."""
     best_val = max(f["val_accuracy"] for f in figures.values())
-    ref_lat = figures[reference]["latency_ms"]
-    ratios = {rt: latency_ratio(f["latency_ms"], ref_lat) for rt, f in figures.items()
-              if rt != reference and not f["val_accuracy"] < best_val - accuracy_tolerance - 1e-12}  # NaN: no val split
-    ratios = {rt: r for rt, r in ratios.items() if r < 1 - margin}
-    return min(ratios, key=ratios.get) if ratios else reference
+    eligible = {rt: f["latency_ms"] for rt, f in figures.items()
+                if not f["val_accuracy"] < best_val - accuracy_tolerance - 1e-12}  # NaN (no val split): eligible
+    keys = sorted({k for lat in eligible.values() for k in lat}, key=batch_size_of)
+    out = {}
+    for k in keys:
+        timed = {rt: lat[k] for rt, lat in eligible.items() if lat.get(k, 0) > 0}
+        if not timed:
+            continue
+        fastest = min(timed, key=timed.get)
+        ref = timed.get(reference)
+        out[k] = reference if ref is not None and not timed[fastest] < (1 - margin) * ref else fastest
+    return out
 
 
-def _geomean(latency: dict[str, float]) -> float:
-    vals = [v for v in latency.values() if v > 0]
-    return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.inf
+def main_runtime(by_batch: dict[str, str], reference: str) -> str:
+    """The runtime chosen for the largest batch size (the reference when nothing was timed)."""
+    return by_batch[max(by_batch, key=batch_size_of)] if by_batch else reference
+
+
+
+def describe(by_batch: dict[str, str], main: str, short: bool = False) -> str:
+    """``"onnxruntime"``, or ``"onnxruntime at batch 1, openvino at batch 64"`` when batch sizes differ
+    (``short``: ``"onnxruntime b1, openvino b64"``)."""
+    if len(set(by_batch.values()) | {main}) == 1:
+        return main
+    return ", ".join(f"{rt} {'b' if short else 'at batch '}{batch_size_of(k)}" for k, rt in by_batch.items())
+
+
+def ships_at(by_batch: dict[str, str], main: str, runtime: str) -> str:
+    """Where ``runtime`` ships for a model: ``"yes"`` (every batch size), ``"b64"`` (some), or ``""``."""
+    keys = [k for k, rt in by_batch.items() if rt == runtime]
+    if not by_batch:
+        return "yes" if runtime == main else ""
+    return "yes" if len(keys) == len(by_batch) else ", ".join(f"b{batch_size_of(k)}" for k in keys)

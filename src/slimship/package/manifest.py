@@ -23,6 +23,7 @@ from slimship.package.graph_check import FLOAT, GraphIO
 
 MAX_CLASSES = 100_000
 MAX_TEXT_CHARS = 1_000  # a class name or the architecture
+MAX_RUNTIME_BATCHES, MAX_BATCH = 64, 1_000_000  # model.runtime_by_batch: entries, largest batch size
 # C0/C1 controls (ESC starts terminal escape sequences), line and paragraph separators, and the bidirectional
 # overrides/isolates that make text display in another order than it reads ("Trojan source").
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -75,6 +76,12 @@ def check_manifest(manifest: Any, graph: GraphIO | None, source: str = "the pack
     for key in ("architecture", "runtime"):
         if key in model and text_problem(model[key]):
             raise bad(f"the manifest's model {key} {text_problem(model[key])}")
+    table = model.get("runtime_by_batch", {})
+    if not isinstance(table, dict) or len(table) > MAX_RUNTIME_BATCHES or any(
+            not (isinstance(b, str) and b.isdigit() and 0 < int(b) <= MAX_BATCH) or text_problem(rt)
+            for b, rt in table.items()):
+        raise bad(f"the manifest's model runtime_by_batch must map at most {MAX_RUNTIME_BATCHES} batch sizes "
+                  f"(whole numbers 1-{MAX_BATCH:,}, as text) to runtime names")
     # A runtime this slimship does not know is not refused: the graph is ONNX, and loading falls back to
     # ONNX Runtime (package/pack.py), so a package from a newer slimship still runs here.
     try:

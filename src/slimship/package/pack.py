@@ -1,15 +1,17 @@
 """Pack a model into a .slim file and load it back for inference — without the training code path.
 
 A package holds the deploy graph (``model.onnx``) and a manifest with everything needed to use it: class names,
-preprocessing, the runtime it was judged fastest in (``model.runtime``), the recipe that made it and its measured
-metrics. Loading verifies every hash (see docs/package-format.md) and never unpickles or evaluates anything from
-the file; the graph then runs in the recorded runtime when that one is installed, else in ONNX Runtime.
+preprocessing, the runtime it was judged fastest in at each batch size measured (``model.runtime_by_batch``) and
+overall (``model.runtime``, the one for large batches), the recipe that made it and its measured metrics. Loading
+verifies every hash (see docs/package-format.md) and never unpickles or evaluates anything from the file; each
+batch then runs in the runtime recorded for the nearest batch size when that one is installed, else in ONNX
+Runtime.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ def pack(
     extra_parts: dict[str, bytes] | None = None,
     encode_weights: bool = False,
     runtime: str = "onnxruntime",
+    runtime_by_batch: dict[int, str] | None = None,
 ) -> int:
     """Write a package atomically; returns its size in bytes on disk.
 
@@ -49,7 +52,8 @@ def pack(
     The manifest is checked as readers check it (:func:`~slimship.package.manifest.check_manifest`): PackageError
     for a graph that refers to external data, class names with control characters, or a graph whose input or
     output does not fit the preprocessing or the class names, so no package is written that cannot be read.
-    ``runtime`` is the runtime the graph was judged fastest in (what :func:`load_package` runs it in when installed).
+    ``runtime`` is the runtime the graph was judged fastest in (what :func:`load_package` runs it in when installed)
+    and ``runtime_by_batch`` (``{batch size: runtime}``) the one at each batch size measured, when they differ.
     """
     if deploy is None:
         if onnx is None:
@@ -64,6 +68,8 @@ def pack(
             "class_names": list(class_names),
             "arch_edits": arch_edits or {},
             "runtime": runtime,
+            **({"runtime_by_batch": {str(b): rt for b, rt in sorted(runtime_by_batch.items())}}
+               if runtime_by_batch else {}),
             **deploy.model_info,
         },
         "preprocessing": preprocessing.to_dict(),
@@ -83,7 +89,8 @@ class LoadedPackage:
     class_names: list[str]
     preprocessing: Preprocessing
     onnx: bytes
-    runtime: str = "onnxruntime"  # what :attr:`session` runs the graph in
+    runtime: str = "onnxruntime"  # the main runtime: large batches, and every batch without a table
+    runtime_by_batch: dict = field(default_factory=dict)  # {batch size: runtime installed here}, from the manifest
     _session: object = None
 
     @property
@@ -92,24 +99,47 @@ class LoadedPackage:
 
     @property
     def session(self):
-        """The deploy graph loaded in :attr:`runtime` (made on first use)."""
+        """The deploy graph as a session (made on first use): in :attr:`runtime`, or, when the package runs
+        different batch sizes in different runtimes, a :class:`~slimship.core.runtime.SessionsByBatch` that runs
+        each batch in the runtime recorded for the nearest batch size (each runtime loaded when first needed)."""
         if self._session is None:
-            from slimship.core.runtime import session
+            from slimship.core.runtime import SessionsByBatch
 
-            try:
-                self._session = session(self.onnx, self.runtime)
-            except SlimshipError:
-                raise
-            except Exception as e:  # the runtimes raise their own types, with no common base to name
-                raise PackageError(f"{self.package.path}: {self.runtime} cannot load the deploy graph "
-                                   f"({_first_line(e)}): re-create the package with `slimship run`") from None
+            if len(set(self.runtime_by_batch.values()) | {self.runtime}) > 1:
+                self._session = SessionsByBatch(self.onnx, self.runtime_by_batch, self.runtime, make=self._load_in)
+            else:
+                self._session = self._load_in(self.runtime)
         return self._session
+
+    def loaded_session(self):
+        """:attr:`session` with every runtime it may run batches in already loaded (a server, a timing)."""
+        sess = self.session
+        if hasattr(sess, "load_all"):
+            sess.load_all()
+        return sess
+
+    def runtimes_used(self) -> dict[int, str]:
+        """``{batch size: runtime}`` this package runs in here (one entry per measured batch size; just the main
+        runtime, under batch size 1, for a package without a table)."""
+        return dict(self.runtime_by_batch) or {1: self.runtime}
+
+    def _load_in(self, runtime: str):
+        """The deploy graph in ``runtime``; a runtime's failure to load it becomes a PackageError saying what to do."""
+        from slimship.core.runtime import session
+
+        try:
+            return session(self.onnx, runtime)
+        except SlimshipError:
+            raise
+        except Exception as e:  # the runtimes raise their own types, with no common base to name
+            raise PackageError(f"{self.package.path}: {runtime} cannot load the deploy graph "
+                               f"({_first_line(e)}): re-create the package with `slimship run`") from None
 
     def logits(self, images, batch_size: int = 64) -> np.ndarray:
         """Examples as the data sources deliver them (uint8 images [N,H,W,C] at any size, image files, or a
         sequence of texts) → logits [N,K], prepared and normalised exactly as in training, a bounded number at a
         time."""
-        from slimship.core.runtime import logits
+        from slimship.core.runtime import logits, runtime_for_batch
 
         pre, k = self.preprocessing, len(self.class_names)
         step = max(1, min(512, _CHUNK_VALUES // max(1, int(np.prod(pre.input_shape())))))
@@ -118,8 +148,11 @@ class LoadedPackage:
             x = pre.model_input_np(pre.prepare(images[i : i + step]).numpy())
             try:
                 out = logits(self.session, x, batch_size)
+            except SlimshipError:
+                raise
             except Exception as e:  # as above: onnxruntime's own exception types
-                raise PackageError(f"{self.package.path}: the deploy graph fails in {self.runtime} "
+                rt = runtime_for_batch(min(batch_size, len(x)), self.runtime_by_batch, self.runtime)
+                raise PackageError(f"{self.package.path}: the deploy graph fails in {rt} "
                                    f"({_first_line(e)}): re-create the package with `slimship run`") from None
             if out.ndim != 2 or out.shape[1] != k:
                 raise PackageError(f"{self.package.path}: the deploy graph gives outputs of shape {list(out.shape)} "
@@ -142,9 +175,10 @@ def load_package(path: str | Path, base: str | Path | None = None, runtime: str 
     bounds and fits the graph (:func:`~slimship.package.manifest.check_manifest`); a package without class names
     (a base package, whose graph gives features) is refused, since it cannot classify.
 
-    The graph runs in ``runtime`` when given (SlimshipError if it is not installed), else in the runtime the
-    package records as its fastest when that one is installed here, else in ONNX Runtime (the same ONNX graph;
-    only the speed differs).
+    The graph runs in ``runtime`` when given (SlimshipError if it is not installed). Otherwise each batch runs in
+    the runtime the package records as fastest for the nearest batch size measured (``model.runtime_by_batch``;
+    a package without it: ``model.runtime`` for all), when that one is installed here, else in ONNX Runtime (the
+    same ONNX graph; only the speed differs).
 
     A delta package (a task stored against a base package, see docs/delta.md) is rebuilt against its base:
     ``base`` when given, else a ``*.slim`` in the same folder whose package hash is the one the delta
@@ -166,11 +200,15 @@ def load_package(path: str | Path, base: str | Path | None = None, runtime: str 
         onnx, io = deploy_graph_io(pkg.read_part, pkg.parts, source)
     described = check_manifest(m, io, source)
     pre = preprocessing_from_dict(m["preprocessing"], pkg.read_part)  # with the data files it names (a tokenizer)
-    return LoadedPackage(pkg, described.class_names, pre, onnx,
-                         _runtime_for(m["model"].get("runtime"), runtime))
+    main = _runtime_for(m["model"].get("runtime"), runtime)
+    by_batch = {} if runtime is not None else {
+        int(b): _runtime_for(rt, None) for b, rt in (m["model"].get("runtime_by_batch") or {}).items()}
+    return LoadedPackage(pkg, described.class_names, pre, onnx, main, by_batch)
 
 
 def _runtime_for(recorded: object, requested: str | None) -> str:
+    """``requested`` (which must be installed), else ``recorded`` when this slimship knows it and it is installed
+    here, else the reference runtime (the same ONNX graph; only the speed differs)."""
     from slimship.core.runtime import REFERENCE_RUNTIME, RUNTIMES, resolve_runtime
 
     if requested is not None:

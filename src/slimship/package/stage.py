@@ -104,7 +104,8 @@ def write(p: Prepared, ctx: PackageContext, metrics: dict) -> tuple[Path, int]:
     path = ctx.folder / f"{p.source.name}.slim"
     size = pack(path, deploy=p.deploy, architecture=ctx.adapter.architecture, class_names=ctx.class_names,
                 preprocessing=ctx.preprocessing, recipe=ctx.recipe, metrics=metrics, arch_edits=p.source.arch_edits,
-                runtime=metrics.get("runtime", "onnxruntime"))
+                runtime=metrics.get("runtime", "onnxruntime"),
+                runtime_by_batch={int(k.removeprefix("batch")): rt for k, rt in metrics.get("runtime_by_batch", {}).items()})
     if load_package(path).onnx != p.graph:
         raise RuntimeError(f"internal: the graph read back from {path} differs from the one measured")
     return path, size

@@ -87,7 +87,8 @@ def recommend(records: list[dict], reference: dict, *, retime=None) -> dict:
 
 
 def retime_packages(input_shape: tuple, batch_sizes: list[int], runs: int, example=None):
-    """A ``retime(records, reference)`` that times the trials' packages again (each in the runtime it ships for),
+    """A ``retime(records, reference)`` that times the trials' packages again (each as it ships: every batch size
+    in the runtime its package records for it),
     interleaved with the dense one in ONNX Runtime (only packages on this machine); returns
     ``{number: {batchB: speed-up}}``. ``example``: a model input batch (token ids for a text model)."""
 
@@ -103,7 +104,7 @@ def retime_packages(input_shape: tuple, batch_sizes: list[int], runs: int, examp
             sessions = {"dense": session(load_package(reference["package"]).onnx, REFERENCE_RUNTIME)}
             for r in have:
                 pkg = load_package(r["package"])
-                sessions[str(r["number"])] = session(pkg.onnx, pkg.runtime)
+                sessions[str(r["number"])] = pkg.loaded_session()
         lat = interleaved_session_latency(sessions, tuple(input_shape), tuple(batch_sizes), runs=runs, rounds=10,
                                           example=example)
         return {r["number"]: {k: round(lat["dense"][k] / v, 4) for k, v in lat[str(r["number"])].items()}

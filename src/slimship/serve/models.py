@@ -43,6 +43,7 @@ class ServedModel:
             "input": {"kind": pkg.preprocessing.kind, "field": self.inputs.json_field,
                       **pkg.preprocessing.to_dict()},
             "runtime": getattr(pkg, "runtime", model.get("runtime")),
+            "runtime_by_batch": {str(b): rt for b, rt in pkg.runtimes_used().items()},
             "signed_by": self.signed_by,
             "accuracy": pkg.manifest.get("metrics", {}).get("accuracy"),
         }
@@ -103,10 +104,19 @@ def load_models(specs: Sequence[str], keys: Sequence[str] = (), require_signatur
 
 
 def warm_up(model: ServedModel) -> None:
-    """Build the runtime session and run one made-up input through preprocessing and the graph, so the first
-    request pays for neither (and a graph the runtime cannot run fails at start-up, not on a client's request)."""
-    pre = model.package.preprocessing
-    out = model.session(model.inputs.model_input(model.inputs.example(pre), pre))
-    if out.shape != (1, len(model.package.class_names)):
-        raise SlimshipError(f"{model.path}: the graph gives outputs of shape {tuple(out.shape)} for one input, not "
-                            f"(1, {len(model.package.class_names)}): re-create the package")
+    """Build the runtime session(s) and run a made-up input through preprocessing and the graph, so the first
+    request pays for neither (and a graph a runtime cannot run fails at start-up, not on a client's request). A
+    package that runs different batch sizes in different runtimes is warmed up at each batch size it records
+    (at most :data:`WARM_UP_BATCH`), so every runtime a batch may go to is loaded."""
+    import numpy as np
+
+    pre, k = model.package.preprocessing, len(model.package.class_names)
+    one = model.inputs.model_input(model.inputs.example(pre), pre)
+    for b in sorted({min(b, WARM_UP_BATCH) for b in model.package.runtimes_used()}):
+        out = model.session(np.repeat(one, b, axis=0))
+        if out.shape != (b, k):
+            raise SlimshipError(f"{model.path}: the graph gives outputs of shape {tuple(out.shape)} for {b} "
+                                f"input(s), not ({b}, {k}): re-create the package")
+
+
+WARM_UP_BATCH = 64
