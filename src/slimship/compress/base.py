@@ -56,6 +56,7 @@ class CompressContext:
 
 Handler = Callable[[ModelState, Any, CompressContext], ModelState]
 TRANSFORMER_OPS = "slimship.models.adapter:TransformerOps"  # ``requires`` of transformer surgery (by name: no torch)
+IMAGE_MODEL = "slimship.models.adapter:ImageModel"  # ``requires`` of methods for image models only
 
 
 @dataclass(frozen=True)

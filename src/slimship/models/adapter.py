@@ -74,6 +74,16 @@ class ModelAdapter(Protocol):
 MODEL_KINDS: Registry[Callable[[Any], ModelAdapter]] = Registry("model kind")
 
 
+# ---- an optional capability: a model of images (drop_blocks traces it at its image size) --------------------
+
+
+@runtime_checkable
+class ImageModel(Protocol):
+    """A model kind whose models take images of a fixed size (timm and torchvision classifiers)."""
+
+    image_size: int
+
+
 # ---- an optional capability: transformer surgery (drop_layers, prune_transformer) ----------------------------
 
 

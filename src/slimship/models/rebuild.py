@@ -4,8 +4,9 @@ A package stores the architecture name plus ``arch_edits``: for every Conv2d / B
 differs from the freshly built architecture, its new sizes. Replaying the edits on a fresh model gives
 modules whose parameters have the pruned shapes; the safetensors weights then load strictly.
 
-Two more kinds of edit, both generic: ``{"type": "keep", "indices": [...]}`` on an ``nn.ModuleList`` that keeps
-some of its entries (dropped transformer layers; made by :func:`keep_modules_`), and ``{"type": "attrs",
+Two more kinds of edit, both generic: ``{"type": "keep", "indices": [...]}`` on an ``nn.ModuleList`` or
+``nn.Sequential`` that keeps some of its entries (dropped transformer layers, dropped residual blocks of a CNN
+stage; made by :func:`keep_modules_`), and ``{"type": "attrs",
 "values": {...}}``, integer attributes a module's forward reads (a pruned attention's head count; set by
 :func:`set_int_attrs_`). Kept lists are replayed first, outermost first, so the names of the other edits are
 those of the edited model.
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from slimship.models.layers import make_lowrank
+
+_LISTS = (nn.ModuleList, nn.Sequential)  # exactly these types: a subclass may hold more than its entries
 
 
 def _shape_of(m: nn.Module) -> dict | None:
@@ -46,16 +49,18 @@ def structure(model: nn.Module) -> dict[str, dict]:
 
 
 def keep_modules_(model: nn.Module, name: str, indices: list[int]) -> nn.ModuleList:
-    """Keep entries ``indices`` (in that order) of the ``nn.ModuleList`` ``name`` of ``model``, in place.
+    """Keep entries ``indices`` (in that order) of the ``nn.ModuleList`` or ``nn.Sequential`` ``name`` of
+    ``model``, in place.
 
-    The new list remembers which entries of the original list it holds (``kept_indices``, composed over repeated
+    The new container remembers which entries of the original it holds (``kept_indices``, composed over repeated
     calls), which is what :func:`arch_edits` records."""
     old = model.get_submodule(name)
-    if not isinstance(old, nn.ModuleList):
-        raise ValueError(f"{name} is a {type(old).__name__}, not a ModuleList")
+    if type(old) not in _LISTS:
+        raise ValueError(f"{name} is a {type(old).__name__}, not a ModuleList or Sequential")
     if not indices or any(not 0 <= i < len(old) for i in indices) or len(set(indices)) != len(indices):
         raise ValueError(f"indices {indices} do not select entries of {name} ({len(old)} entries)")
-    new = nn.ModuleList([old[i] for i in indices])
+    new = nn.Sequential(*[old[i] for i in indices]) if type(old) is nn.Sequential else nn.ModuleList(
+        [old[i] for i in indices])
     before = getattr(old, "kept_indices", list(range(len(old))))
     new.kept_indices = [int(before[i]) for i in indices]
     parent, _, child = name.rpartition(".")
@@ -74,7 +79,7 @@ def set_int_attrs_(module: nn.Module, **values: int) -> None:
 
 def _kept_lists(model: nn.Module) -> dict[str, dict]:
     return {n: {"type": "keep", "indices": list(m.kept_indices)} for n, m in model.named_modules()
-            if isinstance(m, nn.ModuleList) and hasattr(m, "kept_indices")}
+            if type(m) in _LISTS and hasattr(m, "kept_indices")}
 
 
 def arch_edits(base: nn.Module, edited: nn.Module) -> dict[str, dict]:
@@ -106,7 +111,7 @@ def apply_arch_edits_(model: nn.Module, edits: dict[str, dict]) -> nn.Module:
         e = edits[name]
         m = model.get_submodule(name)
         kind = e.get("type")
-        if kind == "keep" and isinstance(m, nn.ModuleList):
+        if kind == "keep" and type(m) in _LISTS:
             keep_modules_(model, name, [int(i) for i in e["indices"]])
         elif kind == "attrs":
             set_int_attrs_(m, **{str(k): int(v) for k, v in e["values"].items()})
