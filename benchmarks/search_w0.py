@@ -1,6 +1,6 @@
 """Issue 12 (search under a budget) on W0: `slimship search` beside today's hand-written candidates, one run.
 
-    python benchmarks/search_w0.py [--out runs/search-w0] [--trials 5] [--time T] [--retime 3] [--report-only]
+    python benchmarks/search_w0.py [--out runs/search-w0] [--trials 7] [--time T] [--retime 3] [--report-only]
 
 Runs the search (recipes/deep-compression-w0.yaml's model, data, transfer and budget; the space and seeds of
 benchmarks/search-w0-space.yaml, which include the two best hand-written candidates, so today's figures are
@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "deep-compression-w0.yaml"))
     ap.add_argument("--space", default=str(ROOT / "benchmarks" / "search-w0-space.yaml"))
     ap.add_argument("--out", default="runs/search-w0")
-    ap.add_argument("--trials", type=int, default=5, help="finished trials in the study (default: the 5 seeds)")
+    ap.add_argument("--trials", type=int, default=7, help="finished trials in the study (default: the 7 seeds)")
     ap.add_argument("--time", default=None, help="also stop starting trials after this (e.g. 60m)")
     ap.add_argument("--retime", type=int, default=3, help="interleaved re-timings of dense and every trial")
     ap.add_argument("--report-only", action="store_true", help="print and re-time a finished search")
@@ -113,19 +113,23 @@ def _ok_test(t: dict) -> bool:
 
 
 def _retime(ref: dict, trials: list[dict], recipe, n: int) -> dict:
-    """Median speed-ups over ``n`` interleaved timings of the dense graph and every trial's package."""
+    """Median speed-ups over ``n`` interleaved timings of the dense graph in ONNX Runtime and every trial's
+    package as it ships (each batch size in the runtime the package records for it)."""
     import slimship.data.transforms  # noqa: F401 - registers the image preprocessing packages name
-    from slimship.evaluate.latency import interleaved_latency
+    from slimship.core.runtime import REFERENCE_RUNTIME, session, side_by_side
+    from slimship.evaluate.latency import interleaved_session_latency
     from slimship.package.pack import load_package
 
     if n <= 0:
         return {}
-    graphs = {"dense": load_package(ref["package"]).onnx}
-    graphs.update({str(t["number"]): load_package(t["package"]).onnx for t in trials})
+    with side_by_side():
+        sessions = {"dense": session(load_package(ref["package"]).onnx, REFERENCE_RUNTIME)}
+        sessions.update({str(t["number"]): load_package(t["package"]).loaded_session() for t in trials})
     size = recipe.model.image_size
     runs = []
     for _ in range(n):
-        lat = interleaved_latency(graphs, (3, size, size), tuple(recipe.evaluate.batch_sizes), rounds=10)
+        lat = interleaved_session_latency(sessions, (3, size, size), tuple(recipe.evaluate.batch_sizes), runs=30,
+                                          rounds=10)
         runs.append({k: {b: lat["dense"][b] / v for b, v in x.items()} for k, x in lat.items() if k != "dense"})
     return {t["number"]: {b: round(statistics.median(r[str(t["number"])][b] for r in runs), 2)
                           for b in runs[0][str(t["number"])]} for t in trials}
