@@ -117,3 +117,11 @@ def test_a_malformed_runtime_table_is_refused(table, tmp_path):
     manifest["model"]["runtime_by_batch"] = table
     with pytest.raises(PackageError, match="runtime_by_batch"):
         check_manifest(manifest, None, "x.slim")
+
+
+def test_inspect_shows_the_runtime_of_each_batch_size(tmp_path, capsys):
+    from slimship.cli.main import main
+
+    path = _table_package(tmp_path, {1: "onnxruntime", 64: "openvino"})
+    assert main(["inspect", str(path)]) == 0
+    assert "runtime onnxruntime at batch 1, openvino at batch 64 ·" in capsys.readouterr().out

@@ -41,8 +41,9 @@ def load(path: str | Path, base: str | Path | None = None,
         key: a trusted Ed25519 public key file (or several): the package must carry a valid signature by one
             of them (``slimship sign``; docs/package-format.md, "Signatures"). A delta package's own signature is
             checked; its base is pinned by the hash the signed delta records.
-        runtime: run the graph in this runtime (``slimship list``); by default the runtime the package records as
-            its fastest when it is installed here, else ONNX Runtime (the same graph; only the speed differs).
+        runtime: run the graph in this runtime (``slimship list``); by default each batch runs in the runtime the
+            package records as fastest for the nearest batch size measured, when it is installed here, else in
+            ONNX Runtime (the same graph; only the speed differs).
 
     Returns:
         :class:`slimship.package.pack.LoadedPackage` (``class_names``, ``preprocessing``, ``manifest``,

@@ -23,7 +23,10 @@ def run(args) -> int:
     print(f"{t(args.package)}: {info['size_bytes']:,} bytes, format v{info['format_version']}, "
           f"sha256 {info['package_sha256'][:16]}…")
     md = info["model"]
-    print(f"  model: {t(md.get('architecture'))} · {t(md.get('num_classes'))} classes · runtime {t(md.get('runtime'))} · "
+    table = md.get("runtime_by_batch") or {}
+    runtime = (", ".join(f"{t(rt)} at batch {t(b)}" for b, rt in table.items())
+               if len(set(table.values())) > 1 else t(md.get("runtime")))
+    print(f"  model: {t(md.get('architecture'))} · {t(md.get('num_classes'))} classes · runtime {runtime} · "
           f"{info['structural_edits']} pruned layers")
     acc = info["metrics"].get("accuracy")
     if isinstance(acc, (int, float)):
