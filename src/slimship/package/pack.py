@@ -53,7 +53,7 @@ def pack(
     for a graph that refers to external data, class names with control characters, or a graph whose input or
     output does not fit the preprocessing or the class names, so no package is written that cannot be read.
     ``runtime`` is the runtime the graph was judged fastest in (what :func:`load_package` runs it in when installed)
-    and ``runtime_by_batch`` (``{batch size: runtime}``) the one at each batch size measured, when they differ.
+    and ``runtime_by_batch`` (``{batch size: runtime}``, optional) the one at each batch size measured.
     """
     if deploy is None:
         if onnx is None:
