@@ -175,7 +175,7 @@ def test_a_model_kind_without_transformer_layers_is_refused(cfg):
     assert "\n" not in str(e.value)
 
 
-def test_searches_offer_transformer_surgery_only_to_transformer_models(deep_bert):
+def test_searches_offer_transformer_surgery_only_to_transformer_models_and_block_dropping_to_image_models(deep_bert):
     from slimship.models.hf_text import HfTextAdapter
     from slimship.models.timm_image import TimmImageAdapter
     from slimship.search import default_space
@@ -183,7 +183,8 @@ def test_searches_offer_transformer_surgery_only_to_transformer_models(deep_bert
     surgery = {"drop_layers", "prune_transformer"}
     text = {m.method for m in default_space(adapter=HfTextAdapter(str(deep_bert))).methods}
     image = {m.method for m in default_space(adapter=TimmImageAdapter("test_efficientnet", 32)).methods}
-    assert surgery <= text and not surgery & image and image == text - surgery
+    assert surgery <= text and not surgery & image and image == (text - surgery) | {"drop_blocks"}
+    assert "drop_blocks" not in text  # image models only (ImageModel)
     chains = default_space(adapter=HfTextAdapter(str(deep_bert))).chains
     assert "drop_layers>prune_transformer>int8" in chains and "prune_transformer>drop_layers" not in chains
     for m in default_space(adapter=HfTextAdapter(str(deep_bert))).methods:  # searched steps validate as recipes'
