@@ -52,7 +52,7 @@ def test_a_batch_runs_in_the_runtime_of_the_nearest_measured_batch_size_on_a_log
 def test_the_choice_is_described_in_reports():
     assert describe({"batch1": ORT, "batch64": ORT}, ORT) == ORT
     assert describe({"batch1": ORT, "batch64": OV}, OV) == "onnxruntime at batch 1, openvino at batch 64"
-    assert describe({"batch1": ORT, "batch64": OV}, OV, short=True) == "onnxruntime b1, openvino b64"
+    assert describe({"batch1": ORT, "batch64": OV}, OV, short=True) == "onnxruntime / openvino"
     assert [ships_at({"batch1": ORT, "batch64": OV}, OV, rt) for rt in (ORT, OV, "x")] == ["b1", "b64", ""]
     assert [ships_at({}, ORT, rt) for rt in (ORT, OV)] == ["yes", ""]
 

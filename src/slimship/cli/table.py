@@ -9,6 +9,7 @@ def print_table(metrics: dict) -> None:
 
     from slimship.evaluate.report import (RUNTIME_COLUMNS, columns, comparison_rows, decision_lines, large_batch,
                                           runtime_rows)
+    from slimship.evaluate.runtime_choice import describe
 
     c = Console(width=max(160, Console().width))
     for title, cols, rows in [
@@ -38,4 +39,5 @@ def print_table(metrics: dict) -> None:
     win = next(e for e in metrics["models"] if e["name"] == metrics["selected"])
     c.print(f"shipped: {metrics['package']} = {win['name']}: {100 * win['accuracy']:.2f} % "
             f"({100 * (win['accuracy'] - ref['accuracy']):+.2f} vs dense), {win['size_bytes']:,} bytes "
-            f"({ref['size_bytes'] / win['size_bytes']:.2f}x smaller), runs in {win.get('runtime', 'onnxruntime')}")
+            f"({ref['size_bytes'] / win['size_bytes']:.2f}x smaller), runs in "
+            f"{describe(win.get('runtime_by_batch', {}), win.get('runtime', 'onnxruntime'))}")

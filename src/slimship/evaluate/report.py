@@ -60,8 +60,8 @@ def comparison_rows(metrics: dict) -> list[dict]:
 
 COLUMNS = [("name", "model"), ("accuracy", "test acc %"), ("delta", "Δ vs ref"), ("val", "val acc %"),
            ("p", "P(within)"), ("size", "package"), ("smaller", "× smaller"), ("params", "params"),
-           ("nonzero", "nonzeros"), ("macs", "MACs"), ("runtime", "runtime"), ("b1", "ms b1"), ("b64", "ms b64"),
-           ("speedup", "speed-up b1 / b64"), ("epochs", "epochs")]
+           ("nonzero", "nonzeros"), ("macs", "MACs"), ("runtime", "runtime b1 / b64"), ("b1", "ms b1"),
+           ("b64", "ms b64"), ("speedup", "speed-up b1 / b64"), ("epochs", "epochs")]
 
 
 def decision_lines(metrics: dict) -> list[str]:

@@ -57,10 +57,12 @@ def main_runtime(by_batch: dict[str, str], reference: str) -> str:
 
 def describe(by_batch: dict[str, str], main: str, short: bool = False) -> str:
     """``"onnxruntime"``, or ``"onnxruntime at batch 1, openvino at batch 64"`` when batch sizes differ
-    (``short``: ``"onnxruntime b1, openvino b64"``)."""
+    (``short``, for a table whose latency columns are per batch size: ``"onnxruntime / openvino"``)."""
     if len(set(by_batch.values()) | {main}) == 1:
         return main
-    return ", ".join(f"{rt} {'b' if short else 'at batch '}{batch_size_of(k)}" for k, rt in by_batch.items())
+    if short:
+        return " / ".join(by_batch.values())
+    return ", ".join(f"{rt} at batch {batch_size_of(k)}" for k, rt in by_batch.items())
 
 
 def ships_at(by_batch: dict[str, str], main: str, runtime: str) -> str:
