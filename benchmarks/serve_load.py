@@ -174,7 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     images = _images(pkg, args.data, max(256, args.check_images))
     bodies = [{"images": [base64.b64encode(_png(img)).decode()]} for img in images]
     # what `slimship predict` answers for the same images (PNG is lossless: the server decodes these arrays)
-    expected = [r["top"] for r in pkg.predict(images[: args.check_images], top=3)]
+    # the check sends one image per request, one at a time: each is served as a batch of 1, so it is compared with
+    # `predict` of that image alone (a package may run batch sizes in different runtimes, whose int8 rounding can
+    # differ in the last digits; docs/runtimes.md); how often the top class differs from `predict` on the whole
+    # set at once (batches of 64) is printed beside it
+    n = min(args.check_images, len(images))
+    expected = [pkg.predict(images[i : i + 1], top=3)[0]["top"] for i in range(n)]
+    bulk = [r["top"][0]["class"] for r in pkg.predict(images[:n], top=3)]
+    moved = sum(e[0]["class"] != b for e, b in zip(expected, bulk))
+    print(f"check: {n} images, answers compared with `slimship predict` of each image alone; the top class of "
+          f"{moved} of them differs when predicted all at once (runtimes by batch size: {pkg.runtimes_used()})",
+          flush=True)
     print(f"package {args.package}: {len(pkg.class_names)} classes, input {pkg.preprocessing.describe()}; "
           f"{len(images)} distinct images, one per request; server threads: {args.threads or 'every core'}; "
           f"{os.cpu_count()} cores here", flush=True)

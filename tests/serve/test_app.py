@@ -246,3 +246,8 @@ def test_a_package_with_a_runtime_per_batch_size_is_served_in_both(tmp_path, fil
     assert info["runtime"] == "openvino" and info["runtime_by_batch"] == {"1": "onnxruntime", "8": "openvino"}
     assert [p["top"][0]["class"] for p in batch.json()["predictions"]] == [r["top"][0]["class"] for r in expected] * 2
     assert one.json()["predictions"][0]["top"][0]["class"] == expected[0]["top"][0]["class"]
+    # serve --runtime pins every batch to one runtime
+    (pinned,) = load_models([str(path)], runtime="onnxruntime")
+    from slimship.core.runtime import OrtSession
+
+    assert isinstance(pinned.session, OrtSession) and pinned.info()["runtime_by_batch"] == {"1": "onnxruntime"}

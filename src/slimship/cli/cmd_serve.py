@@ -11,6 +11,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-wait-ms", type=float, default=2.0, metavar="MS",
                    help="longest a request waits to share a batch (default: 2)")
     p.add_argument("--no-batching", action="store_true", help="run every request alone (same as --max-batch 1)")
+    p.add_argument("--runtime", metavar="NAME",
+                   help="run every batch in this runtime (slimship list); default: each batch in the runtime the "
+                        "package records for its size (the runtimes may differ in the last digits: docs/runtimes.md)")
     p.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: SLIMSHIP_THREADS, else every core)")
     p.add_argument("--token-file", metavar="FILE",
                    help="require 'Authorization: Bearer TOKEN' on /v1/* and /metrics; the token is this file's "
@@ -49,7 +52,7 @@ def run(args) -> int:
     if not is_loopback(args.host) and token is None:
         print(f"warning: listening on {args.host} without a token: anyone who can reach it can use the models "
               "(add --token-file FILE)", flush=True)
-    models = load_models(args.packages, keys=args.key, require_signature=args.require_signature)
+    models = load_models(args.packages, keys=args.key, require_signature=args.require_signature, runtime=args.runtime)
     for m in models:
         signed = f", signed by {m.signed_by}" if m.signed_by else ""
         print(f"model {m.name}: {m.path} ({len(m.package.class_names)} classes, verified{signed})", flush=True)

@@ -69,7 +69,7 @@ def parse_model_specs(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def load_models(specs: Sequence[str], keys: Sequence[str] = (), require_signature: bool = False,
-                log=print) -> list[ServedModel]:
+                log=print, runtime: str | None = None) -> list[ServedModel]:
     """Load and verify every package in ``specs`` (see :func:`parse_model_specs`) before anything is served.
 
     Every hash is checked. With ``keys`` (trusted public key files), a package that carries signatures must have a
@@ -86,7 +86,7 @@ def load_models(specs: Sequence[str], keys: Sequence[str] = (), require_signatur
     trusted = [load_public_key(k) for k in keys]
     models = []
     for name, path in parse_model_specs(specs):
-        pkg = load_package(path)
+        pkg = load_package(path, runtime=runtime)  # runtime: every batch there (None: as the package records)
         signed_by = None
         if trusted and (require_signature or signatures(pkg.package)):
             signed_by = check_signature(pkg.package, trusted).key_id
