@@ -54,7 +54,6 @@ def main_runtime(by_batch: dict[str, str], reference: str) -> str:
     return by_batch[max(by_batch, key=batch_size_of)] if by_batch else reference
 
 
-
 def describe(by_batch: dict[str, str], main: str, short: bool = False) -> str:
     """``"onnxruntime"``, or ``"onnxruntime at batch 1, openvino at batch 64"`` when batch sizes differ
     (``short``, for a table whose latency columns are per batch size: ``"onnxruntime / openvino"``)."""

@@ -137,7 +137,7 @@ compress:
     # - name: int4-linear          # weight-only int4 of Linear layers (ViT / MLP-Mixer / ResMLP), groups of 128
     #   steps:
     #     - {{method: weight_only, bits: 4, granularity: group, group_size: 128, layers: linear, clip: mse}}
-    # - name: fewer-blocks         # whole residual blocks go (faster at batch 1), then channels, then int8
+    # - name: fewer-blocks         # whole residual blocks go (faster at batch 1), then int8
     #   steps:
     #     - {{method: drop_blocks, drop: 0.5, recovery: {{epochs: {recovery}, seconds: null}}}}
     #     - {{method: int8}}
