@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import IMAGE_MODEL, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.compress.recovery import Recovery, TeacherProbe, fixed_weights, recover, recovery_config
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
@@ -98,24 +98,12 @@ def dropped_count(drop: float, n: int) -> int:
     return k
 
 
-def _log_probs(model: nn.Module, x: torch.Tensor, ctx: CompressContext) -> torch.Tensor:
-    import torch
-
-    bs = ctx.device.eval_batch
-    with torch.no_grad(), ctx.device.holding(model):
-        out = torch.cat([model(ctx.device.put(x[i:i + bs])).float().cpu() for i in range(0, len(x), bs)])
-    return torch.log_softmax(out, 1)
-
-
 def greedy_blocks(model: nn.Module, names: list[str], k: int, ctx: CompressContext) -> list[str]:
     """Remove ``k`` of ``names`` one at a time, each time the one whose absence moves validation logits least
     from the teacher's (KL divergence); returns those removed, in order."""
-    import torch
     from torch import nn
 
-    idx = torch.randperm(len(ctx.val), generator=torch.Generator().manual_seed(ctx.seed))[:256]
-    x = ctx.pre.model_input(ctx.val.x[idx.sort().values])
-    target = _log_probs(ctx.teacher, x, ctx)
+    probe = TeacherProbe(ctx)
     model.eval()
     owners = {n: model.get_submodule(n.rpartition(".")[0]) for n in names}
     originals = {n: owners[n][int(n.rpartition(".")[2])] for n in names}
@@ -131,8 +119,7 @@ def greedy_blocks(model: nn.Module, names: list[str], k: int, ctx: CompressConte
                 if n in gone:
                     continue
                 place(n, nn.Identity())
-                logp = _log_probs(model, x, ctx)
-                gaps[n] = float(torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean"))
+                gaps[n] = probe.gap(model)
                 place(n, originals[n])
             best = min(gaps, key=gaps.get)
             place(best, nn.Identity())

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import TRANSFORMER_OPS, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.compress.recovery import Recovery, TeacherProbe, fixed_weights, recover, recovery_config
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 
@@ -55,27 +54,11 @@ def even_layers(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
-def _kd_gap(model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: CompressContext) -> float:
-    """Mean KL divergence of ``model``'s softmax from the teacher's (``target``: log-probabilities)."""
-    import torch
-
-    bs = ctx.device.eval_batch
-    with torch.no_grad(), ctx.device.holding(model):
-        out = torch.cat([model(ctx.device.put(x[i:i + bs])).float().cpu() for i in range(0, len(x), bs)])
-    logp = torch.log_softmax(out, 1)
-    return float(torch.nn.functional.kl_div(logp, target, log_target=True, reduction="batchmean"))
-
-
 def greedy_layers(model: nn.Module, name: str, k: int, ctx: CompressContext) -> list[int]:
     """Remove layers one at a time, each time the one whose absence moves validation logits least."""
-    import torch
     from torch import nn
 
-    idx = torch.randperm(len(ctx.val), generator=torch.Generator().manual_seed(ctx.seed))[:256]
-    x = ctx.pre.model_input(ctx.val.x[idx.sort().values])
-    with torch.no_grad(), ctx.device.holding(ctx.teacher):
-        t = torch.cat([ctx.teacher(ctx.device.put(x[i:i + 64])).float().cpu() for i in range(0, len(x), 64)])
-    target = torch.log_softmax(t, 1)
+    probe = TeacherProbe(ctx)
     full = model.get_submodule(name)
     parent, _, child = name.rpartition(".")
     owner = model.get_submodule(parent) if parent else model
@@ -85,7 +68,7 @@ def greedy_layers(model: nn.Module, name: str, k: int, ctx: CompressContext) -> 
             gaps = {}
             for drop in kept:
                 setattr(owner, child, nn.ModuleList([full[i] for i in kept if i != drop]))
-                gaps[drop] = _kd_gap(model, x, target, ctx)
+                gaps[drop] = probe.gap(model)
             drop = min(gaps, key=gaps.get)
             ctx.log(f"drop_layers: layer {drop} goes (KL to the teacher {gaps[drop]:.4f})")
             kept.remove(drop)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from slimship.compress.base import CompressContext, ModelState
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 
@@ -77,3 +78,32 @@ def recover_keeping_zeros(model: nn.Module, keep_zero: dict, handled, rec: Recov
     rest = {n: m for n, m in keep_zero.items() if n not in handled}  # pruned, but left alone by this method
     return recover(model, recovery_config(rec, ctx, frozen), ctx, desc,
                    after_step=lambda m, p: apply_masks_(mods, rest))
+
+
+class TeacherProbe:
+    """How far a model's predictions are from the dense teacher's, on (up to) ``n`` validation examples drawn with
+    the run's seed: the mean KL divergence of the model's softmax from the teacher's. No training; a few forward
+    passes. What greedy structural methods (drop_layers, drop_blocks) minimise when choosing what to remove."""
+
+    def __init__(self, ctx: CompressContext, n: int = 256) -> None:
+        import torch
+
+        self.ctx = ctx
+        idx = torch.randperm(len(ctx.val), generator=torch.Generator().manual_seed(ctx.seed))[:n]
+        self.x = ctx.pre.model_input(ctx.val.x[idx.sort().values])
+        self.target = self._log_probs(ctx.teacher)
+
+    def _log_probs(self, model: nn.Module) -> torch.Tensor:
+        import torch
+
+        x, bs, dev = self.x, self.ctx.device.eval_batch, self.ctx.device
+        with torch.no_grad(), dev.holding(model):
+            out = torch.cat([model(dev.put(x[i:i + bs])).float().cpu() for i in range(0, len(x), bs)])
+        return torch.log_softmax(out, 1)
+
+    def gap(self, model: nn.Module) -> float:
+        """Mean KL divergence of ``model``'s softmax from the teacher's on the probe examples."""
+        import torch
+
+        return float(torch.nn.functional.kl_div(self._log_probs(model), self.target, log_target=True,
+                                                reduction="batchmean"))

@@ -99,13 +99,14 @@ def prepare(m: Shippable, ctx: PackageContext) -> Prepared:
 def write(p: Prepared, ctx: PackageContext, metrics: dict) -> tuple[Path, int]:
     """Write ``NAME.slim`` with ``metrics`` in its manifest; returns (path, bytes on disk). The graph read back
     from the file is checked against the one measured."""
+    from slimship.evaluate.runtime_choice import batch_size_of
     from slimship.package.pack import load_package, pack
 
     path = ctx.folder / f"{p.source.name}.slim"
     size = pack(path, deploy=p.deploy, architecture=ctx.adapter.architecture, class_names=ctx.class_names,
                 preprocessing=ctx.preprocessing, recipe=ctx.recipe, metrics=metrics, arch_edits=p.source.arch_edits,
                 runtime=metrics.get("runtime", "onnxruntime"),
-                runtime_by_batch={int(k.removeprefix("batch")): rt for k, rt in metrics.get("runtime_by_batch", {}).items()})
+                runtime_by_batch={batch_size_of(k): rt for k, rt in metrics.get("runtime_by_batch", {}).items()})
     if load_package(path).onnx != p.graph:
         raise RuntimeError(f"internal: the graph read back from {path} differs from the one measured")
     return path, size
