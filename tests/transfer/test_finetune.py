@@ -7,7 +7,7 @@ from slimship.data.transforms import ImagePreprocessing
 from slimship.models import create_model
 from slimship.models.timm_image import TimmImageAdapter, parameter_groups
 from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
-from slimship.transfer.trainer import TrainConfig, accuracy, train
+from slimship.transfer.trainer import TrainConfig, accuracy, train, val_scores
 from tests.conftest import examples, make_images
 
 ADAPTER = TimmImageAdapter("test_efficientnet", 32)
@@ -119,3 +119,19 @@ def test_freezing_every_group_is_a_recipe_error_not_a_traceback():
     groups = parameter_groups(m)
     with pytest.raises(RecipeError, match=f"use at most {len(groups) - 1}"):
         train(m, T, V, pre, TrainConfig(epochs=1, freeze_stages=len(groups), evals=1), groups=groups)
+
+
+def test_of_states_with_equal_validation_accuracy_the_lowest_loss_is_kept():
+    # an easy task: validation accuracy saturates after the first passes while the loss keeps falling. Keeping the
+    # first state that reached the top accuracy (the old rule) threw the rest of the training away.
+    T, V = _data()
+    m, pre = _model()
+    r = train(m, T, V, pre, TrainConfig(epochs=8, lr=3e-3, batch_size=16, bn="train", evals=6))
+    top = max(h["val_accuracy"] for h in r.history)
+    tied = [h for h in r.history if h["val_accuracy"] == top]
+    assert len(tied) >= 2 and len({h["val_loss"] for h in tied}) == len(tied)  # a real tie to break
+    best = min(tied, key=lambda h: h["val_loss"])
+    assert best is not tied[0]
+    acc, loss = val_scores(m, V, pre)
+    assert acc == r.best_val_accuracy == top
+    assert abs(loss - best["val_loss"]) < 1e-4  # left at the lowest-loss state of the tie
