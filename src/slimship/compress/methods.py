@@ -15,7 +15,7 @@ def load_builtin_methods() -> None:
     if _loaded:
         return
     from slimship.compress import int8, kmeans, lowrank, prune_channels, unstructured, weight_only  # noqa: F401
-    from slimship.compress import drop_blocks  # noqa: F401  (CNNs: fewer blocks)
+    from slimship.compress import drop_blocks, downscale  # noqa: F401  (CNNs: fewer blocks, lower resolution)
     from slimship.compress import drop_layers, prune_transformer  # noqa: F401  (transformers: docs/text.md)
 
     _loaded = True

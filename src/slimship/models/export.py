@@ -18,7 +18,9 @@ _RECENT: OrderedDict[str, bytes] = OrderedDict()  # the last few exports, by wha
 
 
 def _export_key(model: nn.Module, *args) -> str:
-    h = hashlib.sha256(repr((type(model).__qualname__, str(model), args)).encode())
+    from slimship.models.rebuild import pooled_inputs
+
+    h = hashlib.sha256(repr((type(model).__qualname__, str(model), pooled_inputs(model), args)).encode())
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())

@@ -9,12 +9,15 @@ Two more kinds of edit, both generic: ``{"type": "keep", "indices": [...]}`` on 
 stage; made by :func:`keep_modules_`), and ``{"type": "attrs",
 "values": {...}}``, integer attributes a module's forward reads (a pruned attention's head count; set by
 :func:`set_int_attrs_`). Kept lists are replayed first, outermost first, so the names of the other edits are
-those of the edited model.
+those of the edited model. Last, ``{"type": "input_pool", "factor": k, "input": [C, H, W]}`` on the layer that
+takes the model's input: it sees that input average-pooled k x k (a lower resolution inside the model; made by
+:func:`pool_input_`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from slimship.models.layers import make_lowrank
@@ -77,6 +80,35 @@ def set_int_attrs_(module: nn.Module, **values: int) -> None:
     module.int_attrs = {**getattr(module, "int_attrs", {}), **{k: int(v) for k, v in values.items()}}
 
 
+def _pool_input(module: nn.Module, args: tuple) -> tuple:
+    return (F.avg_pool2d(args[0], module.input_pool), *args[1:])
+
+
+def pool_input_(model: nn.Module, name: str, factor: int, input_size: tuple[int, int, int]) -> None:
+    """Make module ``name`` of ``model`` (the layer that takes the model's input) see that input average-pooled
+    ``factor`` x ``factor``, in place: every later layer runs at 1/factor of the resolution, with the same
+    parameters and state_dict keys. Static "same" padding is recomputed for the smaller sizes (``input_size``:
+    the model's input, C, H, W). Pooling a module twice multiplies the factors."""
+    from slimship.models.static_pad import freeze_same_padding_
+
+    m = model.get_submodule(name)
+    if factor < 1:
+        raise ValueError(f"input pool factor {factor}: must be >= 1")
+    if hasattr(m, "input_pool"):
+        m.input_pool *= int(factor)
+    else:
+        m.input_pool = int(factor)
+        m.register_forward_pre_hook(_pool_input)
+    m.input_pool_of = [int(v) for v in input_size]
+    freeze_same_padding_(model, tuple(input_size))
+
+
+def pooled_inputs(model: nn.Module) -> dict[str, dict]:
+    """The :func:`pool_input_` edits of ``model`` (they live in a hook and an attribute, not in its parameters)."""
+    return {n: {"type": "input_pool", "factor": int(m.input_pool), "input": list(m.input_pool_of)}
+            for n, m in model.named_modules() if hasattr(m, "input_pool")}
+
+
 def _kept_lists(model: nn.Module) -> dict[str, dict]:
     return {n: {"type": "keep", "indices": list(m.kept_indices)} for n, m in model.named_modules()
             if type(m) in _LISTS and hasattr(m, "kept_indices")}
@@ -92,13 +124,15 @@ def arch_edits(base: nn.Module, edited: nn.Module) -> dict[str, dict]:
     a, b = structure(base), structure(edited)
     if set(a) != set(b):
         raise ValueError("arch_edits needs the same module tree; only sizes may differ")
-    return {**kept, **attrs, **{n: b[n] for n in b if a[n] != b[n]}}
+    return {**kept, **attrs, **{n: b[n] for n in b if a[n] != b[n]}, **pooled_inputs(edited)}
 
 
 def _replay_order(edits: dict[str, dict]) -> list[str]:
-    """Kept lists first (outermost first: their entries are renamed), then everything else as recorded."""
+    """Kept lists first (outermost first: their entries are renamed), then everything else as recorded, input
+    pools last (they re-trace the finished model to set its padding)."""
     keeps = sorted((n for n, e in edits.items() if e.get("type") == "keep"), key=lambda n: n.count("."))
-    return [*keeps, *(n for n in edits if n not in set(keeps))]
+    pools = [n for n, e in edits.items() if e.get("type") == "input_pool"]
+    return [*keeps, *(n for n in edits if n not in set(keeps) | set(pools)), *pools]
 
 
 def _empty(shape, like: torch.Tensor) -> nn.Parameter:
@@ -115,6 +149,8 @@ def apply_arch_edits_(model: nn.Module, edits: dict[str, dict]) -> nn.Module:
             keep_modules_(model, name, [int(i) for i in e["indices"]])
         elif kind == "attrs":
             set_int_attrs_(m, **{str(k): int(v) for k, v in e["values"].items()})
+        elif kind == "input_pool":
+            pool_input_(model, name, int(e["factor"]), tuple(int(v) for v in e["input"]))
         elif kind == "lowrank":
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child,

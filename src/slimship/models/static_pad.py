@@ -33,21 +33,29 @@ def _same_pad(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 
 def freeze_same_padding_(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Replace every dynamic-"same" conv in ``model`` by a static one for ``input_size`` (C, H, W).
+    """Replace every dynamic-"same" conv in ``model`` by a static one for ``input_size`` (C, H, W), and recompute
+    the padding of those already static (after a change of the size they see: compress.downscale).
 
-    Returns the number of convs replaced. The model then only accepts inputs of that spatial size, which is
-    what a deploy graph for a fixed resolution is anyway.
+    Returns the number of convs set. The model then only accepts inputs of that spatial size, which is what a
+    deploy graph for a fixed resolution is anyway.
     """
     from timm.layers import Conv2dSame
 
-    targets = {n: m for n, m in model.named_modules() if isinstance(m, Conv2dSame)}
+    targets = {n: m for n, m in model.named_modules() if isinstance(m, (Conv2dSame, StaticPadConv2d))}
     if not targets:
         return 0
-    seen: dict[str, tuple[int, int]] = {}
-    hooks = [
-        m.register_forward_pre_hook(lambda mod, args, n=n: seen.__setitem__(n, tuple(args[0].shape[-2:])))
-        for n, m in targets.items()
-    ]
+
+    def set_pad(mod: nn.Conv2d, args) -> None:
+        # set before the conv runs, so every later layer sees the shapes the new padding gives
+        h, w = args[0].shape[-2:]
+        top, bottom = _same_pad(h, mod.kernel_size[0], mod.stride[0], mod.dilation[0])
+        left, right = _same_pad(w, mod.kernel_size[1], mod.stride[1], mod.dilation[1])
+        mod.static_pad = (left, right, top, bottom)
+        if type(mod) is not StaticPadConv2d:
+            mod.__class__ = StaticPadConv2d  # same parameters, same keys; only forward changes
+            mod.padding = (0, 0)
+
+    hooks = [m.register_forward_pre_hook(set_pad) for m in targets.values()]
     was_training = model.training
     model.eval()
     try:
@@ -57,11 +65,4 @@ def freeze_same_padding_(model: nn.Module, input_size: tuple[int, int, int]) -> 
         for h in hooks:
             h.remove()
         model.train(was_training)
-    for name, old in targets.items():
-        h, w = seen[name]
-        top, bottom = _same_pad(h, old.kernel_size[0], old.stride[0], old.dilation[0])
-        left, right = _same_pad(w, old.kernel_size[1], old.stride[1], old.dilation[1])
-        old.__class__ = StaticPadConv2d  # same parameters, same keys; only forward changes
-        old.padding = (0, 0)
-        old.static_pad = (left, right, top, bottom)
     return len(targets)

@@ -31,6 +31,10 @@ def _drop_blocks(v: dict) -> dict:
     return {"method": "drop_blocks", "drop": v["drop"], "recovery": recovery(v["recovery_epochs"], 5e-4)}
 
 
+def _downscale(v: dict) -> dict:
+    return {"method": "downscale", "factor": v["factor"], "recovery": recovery(v["recovery_epochs"], 5e-4)}
+
+
 def _lowrank(v: dict) -> dict:
     return {"method": "lowrank", "energy": v["energy"], "recovery": recovery(v["recovery_epochs"], 5e-4)}
 
@@ -90,11 +94,16 @@ def load_builtin_spaces() -> None:
          "scope": Choice(("global", "layer")), "round_to": Choice((16, 8)), "steps": Range(1, 3, 1, integer=True),
          "recovery_epochs": Range(1, 6, 1)},
         _prune_channels, precedes=_AFTER_STRUCTURE), help="MACs target, importance, scope, round_to, rounds, recovery")
-    # image models only (requires ImageModel): whole blocks go first, then channels
+    # image models only (requires ImageModel): whole blocks go first (chosen at full resolution), then the
+    # resolution, then channels
     register_space(MethodSpace(
         "drop_blocks", {"drop": Range(0.2, 0.7, 0.1), "recovery_epochs": Range(2, 6, 1)},
-        _drop_blocks, precedes=frozenset({"prune_channels", "lowrank", *_AFTER_STRUCTURE})),
+        _drop_blocks, precedes=frozenset({"downscale", "prune_channels", "lowrank", *_AFTER_STRUCTURE})),
         help="fraction of the droppable blocks removed, recovery")
+    register_space(MethodSpace(
+        "downscale", {"factor": Choice((2,)), "recovery_epochs": Range(2, 6, 1)},
+        _downscale, precedes=frozenset({"prune_channels", "lowrank", *_AFTER_STRUCTURE})),
+        help="resolution inside the model (input pooled factor x factor), recovery")
     register_space(MethodSpace(
         "lowrank", {"energy": Range(0.85, 0.99, 0.01), "recovery_epochs": Range(0.5, 3, 0.5)},
         _lowrank, precedes=_AFTER_STRUCTURE), help="energy kept, recovery")
