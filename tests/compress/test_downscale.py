@@ -27,8 +27,8 @@ def _model(arch: str, size: int = 32):
 
 
 def _ctx(arch: str, teacher, size: int = 32, pre=PRE):
-    return CompressContext(TimmImageAdapter(arch, size), examples(*make_images(24, seed=0, size=size)),
-                           examples(*make_images(12, seed=1, size=size)), pre, teacher=teacher, num_classes=3,
+    return CompressContext(TimmImageAdapter(arch, size), examples(*make_images(24, seed=0), size=size),
+                           examples(*make_images(12, seed=1), size=size), pre, teacher=teacher, num_classes=3,
                            log=lambda s: None)
 
 
@@ -64,11 +64,11 @@ def test_downscale_runs_the_model_at_half_resolution_and_rebuilds_from_its_edits
     # fewer multiply-adds in the convolutions (not 4x: the last stages' maps are 2x2 and 1x1 at 64 px already)
     assert _macs(small) * 2.5 < _macs(dense)
     # a fresh model plus the arch edits takes the weights strictly and computes the same (no pickle)
-    assert out.arch_edits["conv_stem"] == {"type": "input_pool", "factor": 2, "input": [3, 64, 64]}
+    assert out.arch_edits["conv_stem#input_pool"] == {"type": "input_pool", "factor": 2, "input": [3, 64, 64]}
     fresh = create_model(arch, 3, weights=None, image_size=64).model
     apply_arch_edits_(fresh, out.arch_edits)
     fresh.load_state_dict(out.model.state_dict())
-    x = pre.model_input(examples(*make_images(4, seed=2, size=64)).x)
+    x = pre.model_input(examples(*make_images(4, seed=2), size=64).x)
     assert torch.allclose(fresh.eval()(x), out.model.eval()(x), atol=1e-5)
     assert export_onnx(fresh, 64) == small  # and exports the same graph (the pool is part of the export's key)
 
@@ -127,3 +127,20 @@ def test_a_run_chains_drop_blocks_downscale_int8_packages_it_and_resumes_from_th
     assert sum(n.op_type == "AveragePool" for n in onnx.load_from_string(pkg.onnx).graph.node) == 1
     m2 = run(recipe, tmp_path / "out")
     assert slimship.load(next(x for x in m2["models"] if x["name"] == "small-int8")["package"]).onnx == pkg.onnx
+
+
+def test_channels_pruned_after_downscale_keep_both_edits_of_the_input_layer():
+    # the input layer gets a size edit (fewer output channels) and the pool: both must survive the rebuild
+    from slimship.compress.prune_channels import PruneChannelsConfig
+
+    arch, pre = "mobilenetv3_small_050", ImagePreprocessing(64, 1, (0.5,) * 3, (0.25,) * 3)
+    model = _model(arch, 64)
+    ctx = _ctx(arch, model, 64, pre)
+    s = apply_step(ModelState(model=model), DownscaleConfig(recovery={"epochs": 0.2, "seconds": None}), ctx)
+    s = apply_step(s, PruneChannelsConfig(ratio=0.25, steps=1, recovery={"epochs": 0.2, "seconds": None}), ctx)
+    assert s.arch_edits["conv_stem"]["type"] == "conv" and s.arch_edits["conv_stem#input_pool"]["factor"] == 2
+    fresh = create_model(arch, 3, weights=None, image_size=64).model
+    apply_arch_edits_(fresh, s.arch_edits)
+    fresh.load_state_dict(s.model.state_dict())
+    x = pre.model_input(examples(*make_images(2, seed=2), size=64).x)
+    assert torch.allclose(fresh.eval()(x), s.model.eval()(x), atol=1e-5)

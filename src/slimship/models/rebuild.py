@@ -9,9 +9,9 @@ Two more kinds of edit, both generic: ``{"type": "keep", "indices": [...]}`` on 
 stage; made by :func:`keep_modules_`), and ``{"type": "attrs",
 "values": {...}}``, integer attributes a module's forward reads (a pruned attention's head count; set by
 :func:`set_int_attrs_`). Kept lists are replayed first, outermost first, so the names of the other edits are
-those of the edited model. Last, ``{"type": "input_pool", "factor": k, "input": [C, H, W]}`` on the layer that
-takes the model's input: it sees that input average-pooled k x k (a lower resolution inside the model; made by
-:func:`pool_input_`).
+those of the edited model. Last, ``{"type": "input_pool", "factor": k, "input": [C, H, W]}`` under
+``NAME#input_pool`` (the layer may have a size edit of its own under NAME): the layer that takes the model's input
+sees it average-pooled k x k (a lower resolution inside the model; made by :func:`pool_input_`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import nn
 
 from slimship.models.layers import make_lowrank
 
+POOL_KEY = "#input_pool"  # suffix of an input-pool edit's key: NAME#input_pool
 _LISTS = (nn.ModuleList, nn.Sequential)  # exactly these types: a subclass may hold more than its entries
 
 
@@ -105,7 +106,7 @@ def pool_input_(model: nn.Module, name: str, factor: int, input_size: tuple[int,
 
 def pooled_inputs(model: nn.Module) -> dict[str, dict]:
     """The :func:`pool_input_` edits of ``model`` (they live in a hook and an attribute, not in its parameters)."""
-    return {n: {"type": "input_pool", "factor": int(m.input_pool), "input": list(m.input_pool_of)}
+    return {n + POOL_KEY: {"type": "input_pool", "factor": int(m.input_pool), "input": list(m.input_pool_of)}
             for n, m in model.named_modules() if hasattr(m, "input_pool")}
 
 
@@ -143,14 +144,15 @@ def apply_arch_edits_(model: nn.Module, edits: dict[str, dict]) -> nn.Module:
     """Resize the named modules of a fresh ``model`` in place; weights are zeros until loaded."""
     for name in _replay_order(edits):
         e = edits[name]
-        m = model.get_submodule(name)
         kind = e.get("type")
+        if kind == "input_pool" and name.endswith(POOL_KEY):
+            pool_input_(model, name[: -len(POOL_KEY)], int(e["factor"]), tuple(int(v) for v in e["input"]))
+            continue
+        m = model.get_submodule(name)
         if kind == "keep" and type(m) in _LISTS:
             keep_modules_(model, name, [int(i) for i in e["indices"]])
         elif kind == "attrs":
             set_int_attrs_(m, **{str(k): int(v) for k, v in e["values"].items()})
-        elif kind == "input_pool":
-            pool_input_(model, name, int(e["factor"]), tuple(int(v) for v in e["input"]))
         elif kind == "lowrank":
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child,
