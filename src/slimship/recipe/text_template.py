@@ -44,7 +44,7 @@ transfer:
   gradual_unfreeze: false
   layer_decay: 0.9               # LR x0.9 per layer below the head (null: one LR)
   augment: {{hflip: false, shift: 0}}  # texts are not augmented
-  evals: 4                       # validation passes; the best state is kept
+  evals: 4                       # validation passes; the best is kept (equal accuracies: the lowest loss)
   scratch_baseline: true         # the same architecture from random init, beside it
   scratch_budget: {{epochs: 1}}
   scratch_lr: 0.0005
