@@ -1,6 +1,6 @@
 """Issue 12 (search under a budget) on W0: `slimship search` beside today's hand-written candidates, one run.
 
-    python benchmarks/search_w0.py [--out runs/search-w0] [--trials 9] [--time T] [--retime 3] [--report-only]
+    python benchmarks/search_w0.py [--out runs/search-w0] [--trials 7] [--time T] [--retime 3] [--report-only]
 
 Runs the search (recipes/deep-compression-w0.yaml's model, data, transfer and budget; the space and seeds of
 benchmarks/search-w0-space.yaml, which include the two best hand-written candidates, so today's figures are
@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "deep-compression-w0.yaml"))
     ap.add_argument("--space", default=str(ROOT / "benchmarks" / "search-w0-space.yaml"))
     ap.add_argument("--out", default="runs/search-w0")
-    ap.add_argument("--trials", type=int, default=9, help="finished trials in the study (default: the 9 seeds)")
+    ap.add_argument("--trials", type=int, default=7, help="finished trials in the study (default: the 7 seeds)")
     ap.add_argument("--time", default=None, help="also stop starting trials after this (e.g. 60m)")
     ap.add_argument("--retime", type=int, default=3, help="interleaved re-timings of dense and every trial")
     ap.add_argument("--report-only", action="store_true", help="print and re-time a finished search")
