@@ -6,8 +6,9 @@ work about 4x, with every weight kept. The package still takes images of the rec
 preprocessing, the same clients): the pooling is the first node of its deploy graph. It pays where the images
 hold less detail than the size they are fed at: Fashion-MNIST's 28 px images upscaled to W0's 64 px lose
 nothing at 32. On W0's compressed int8 graphs, pooling 2 x 2 made batch 1 ~1.45x and batch 64 ~2.2x faster
-(ONNX Runtime, 2 threads; benchmarks/search_w0.py measures what ships). The recovery is what keeps the accuracy:
-features the pretrained and fine-tuned layers learnt at one scale move to another.
+(ONNX Runtime, 2 threads; benchmarks/search_w0.py measures what ships). The recovery has to keep the accuracy:
+features the pretrained and fine-tuned layers learnt at one scale move to another. On W0 a 4-epoch recovery did
+not: 6 blocks dropped, then 32 px, then int8 was 3.9x faster at batch 1 but 3.1 test points down (docs/search.md).
 
 The layer is found by tracing: the first convolution a real input reaches (timm's ``conv_stem``, torchvision's
 ``conv1``). A model that does not run at the lower resolution (a ViT's fixed patch grid) is refused with one line.

@@ -322,7 +322,7 @@ def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, p
             history.append({"step": step, "progress": round(prog, 3), "val_accuracy": acc, "val_loss": round(loss, 5),
                             "seconds": round(elapsed, 1)})
             # the best state: the highest accuracy, and of equal ones the lowest loss (a small split often scores
-            # several states alike; keeping the first of them threw the rest of the training away)
+            # several states alike: the loss then decides, not which came first)
             if not math.isnan(acc) and (acc, -loss) > (best_acc, -best_loss):
                 best_acc, best_loss, best_state = acc, loss, copy.deepcopy(model.state_dict())
             while next_eval < len(eval_points) and prog >= eval_points[next_eval] - 1e-9:
