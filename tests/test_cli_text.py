@@ -60,6 +60,9 @@ def test_init_writes_a_text_recipe_and_run_ships_it_unedited(shipped):
     assert by["half-layers-int8"]["notes"]["drop_layers"]["kept"] == [1]
     assert by["pruned-int8"]["notes"]["prune_transformer"]["ffn_after"] == [32, 32]
     assert max(by[n]["size_bytes"] for n in ("half-layers-int8", "pruned-int8")) < by["int8"]["size_bytes"]
+    # and both in a row: the half-layer model (the same cached step), then its heads and neurons
+    assert by["half-layers-pruned-int8"]["notes"]["drop_layers"]["kept"] == [1]
+    assert by["half-layers-pruned-int8"]["size_bytes"] < by["half-layers-int8"]["size_bytes"]
     assert "texts, 2 classes, tokenized to at most 64 tokens" in (out / "report.md").read_text()
 
 
