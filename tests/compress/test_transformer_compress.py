@@ -183,8 +183,8 @@ def test_searches_offer_transformer_surgery_only_to_transformer_models_and_block
     surgery = {"drop_layers", "prune_transformer"}
     text = {m.method for m in default_space(adapter=HfTextAdapter(str(deep_bert))).methods}
     image = {m.method for m in default_space(adapter=TimmImageAdapter("test_efficientnet", 32)).methods}
-    assert surgery <= text and not surgery & image and image == (text - surgery) | {"drop_blocks"}
-    assert "drop_blocks" not in text  # image models only (ImageModel)
+    assert surgery <= text and not surgery & image and image == (text - surgery) | {"drop_blocks", "downscale"}
+    assert not {"drop_blocks", "downscale"} & text  # image models only (ImageModel)
     chains = default_space(adapter=HfTextAdapter(str(deep_bert))).chains
     assert "drop_layers>prune_transformer>int8" in chains and "prune_transformer>drop_layers" not in chains
     for m in default_space(adapter=HfTextAdapter(str(deep_bert))).methods:  # searched steps validate as recipes'

@@ -141,6 +141,10 @@ compress:
     #   steps:
     #     - {{method: drop_blocks, drop: 0.5, recovery: {{epochs: {recovery}, seconds: null}}}}
     #     - {{method: int8}}
+    # - name: half-resolution      # the CNN runs at half its input size inside (images holding less detail than
+    #   steps:                     # image_size, e.g. upscaled small images), then int8; costs accuracy on W0
+    #     - {{method: downscale, factor: 2, recovery: {{epochs: {recovery}, seconds: null}}}}
+    #     - {{method: int8}}
     # Transformers only (model.kind hf-text; the text recipe uses them): method: drop_layers, method: prune_transformer
 
 evaluate:
