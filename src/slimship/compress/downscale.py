@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import IMAGE_MODEL, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.compress.recovery import Recovery, fixed_weights, recalibrate_bn_on_train_, recover, recovery_config, traced
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
@@ -43,21 +43,11 @@ class DownscaleConfig(BaseModel):
 
 def input_layer(model: nn.Module, example: torch.Tensor) -> str:
     """The name of the first convolution that ``example`` reaches in ``model``'s forward ("" when none)."""
-    import torch
     from torch import nn
 
     order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: order.append(n))
-             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            model(example)
-            model.train(was)
-    finally:
-        for h in hooks:
-            h.remove()
+    traced(model, example, [m.register_forward_pre_hook(lambda mod, args, n=n: order.append(n))
+                            for n, m in model.named_modules() if isinstance(m, nn.Conv2d)])
     return order[0] if order else ""
 
 
@@ -66,7 +56,6 @@ def input_layer(model: nn.Module, example: torch.Tensor) -> str:
 def _downscale(state: ModelState, cfg: DownscaleConfig, ctx: CompressContext) -> ModelState:
     import torch
 
-    from slimship.compress.prune_channels import recalibrate_bn_
     from slimship.models.rebuild import arch_edits, pool_input_
 
     size = ctx.adapter.image_size
@@ -88,10 +77,7 @@ def _downscale(state: ModelState, cfg: DownscaleConfig, ctx: CompressContext) ->
                             f"({str(e).splitlines()[0][:120]}); leave downscale out for this model") from None
     ctx.log(f"downscale: {name} sees the input pooled {cfg.factor}x{cfg.factor} "
             f"({size} -> {size // cfg.factor} px inside the model)")
-    n = len(ctx.train)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))[: min(n, 1024)]
-    recalibrate_bn_(model, [ctx.pre.model_input(ctx.train.x[idx[i : i + 64]]) for i in range(0, len(idx), 64)],
-                    ctx.device)
+    recalibrate_bn_on_train_(model, ctx)
     r = recover(model, recovery_config(cfg.recovery, ctx, fixed_weights(state)), ctx, "downscale recovery")
     ctx.log(f"downscale: val {r.best_val_accuracy:.4f} after recovery")
     return ModelState(model=model, arch_edits=arch_edits(ctx.fresh_model(), model),

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import IMAGE_MODEL, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, TeacherProbe, fixed_weights, recover, recovery_config
+from slimship.compress.recovery import (Recovery, TeacherProbe, fixed_weights, recalibrate_bn_on_train_, recover,
+                                        recovery_config, traced)
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
@@ -67,16 +68,7 @@ def droppable_blocks(model: nn.Module, example: torch.Tensor) -> list[str]:
                             and tuple(args[0].shape) == tuple(out.shape))
         return hook
 
-    hooks = [m.register_forward_hook(record(n)) for n, m in candidates.items()]
-    try:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            model(example)
-            model.train(was)
-    finally:
-        for h in hooks:
-            h.remove()
+    traced(model, example, [m.register_forward_hook(record(n)) for n, m in candidates.items()])
     names = [n for n in candidates if same.get(n)]
     by_stage: dict[str, list[str]] = {}
     for n in names:
@@ -146,9 +138,6 @@ def remove_blocks_(model: nn.Module, names: list[str]) -> None:
 @register_method(DropBlocksConfig, requires=IMAGE_MODEL,
                  help="fewer CNN blocks (residual blocks chosen on validation), BN re-estimation, distilled recovery")
 def _drop_blocks(state: ModelState, cfg: DropBlocksConfig, ctx: CompressContext) -> ModelState:
-    import torch
-
-    from slimship.compress.prune_channels import recalibrate_bn_
     from slimship.models.rebuild import arch_edits
 
     model = copy.deepcopy(state.model).eval()
@@ -166,10 +155,7 @@ def _drop_blocks(state: ModelState, cfg: DropBlocksConfig, ctx: CompressContext)
         gone = greedy_blocks(model, names, dropped_count(cfg.drop, len(names)), ctx)
     remove_blocks_(model, gone)
     ctx.log(f"drop_blocks: {len(gone)} of {len(names)} droppable blocks removed ({', '.join(gone)})")
-    n = len(ctx.train)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))[: min(n, 1024)]
-    recalibrate_bn_(model, [ctx.pre.model_input(ctx.train.x[idx[i : i + 64]]) for i in range(0, len(idx), 64)],
-                    ctx.device)
+    recalibrate_bn_on_train_(model, ctx)
     r = recover(model, recovery_config(cfg.recovery, ctx, fixed_weights(state)), ctx, "drop-blocks recovery")
     ctx.log(f"drop_blocks: val {r.best_val_accuracy:.4f} after recovery")
     edits = arch_edits(ctx.fresh_model(), model)
