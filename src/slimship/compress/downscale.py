@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import IMAGE_MODEL, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, fixed_weights, recalibrate_bn_on_train_, recover, recovery_config, traced
+from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config, traced
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def input_layer(model: nn.Module, example: torch.Tensor) -> str:
 def _downscale(state: ModelState, cfg: DownscaleConfig, ctx: CompressContext) -> ModelState:
     import torch
 
+    from slimship.compress.prune_channels import recalibrate_bn_on_train_
     from slimship.models.rebuild import arch_edits, pool_input_
 
     size = ctx.adapter.image_size

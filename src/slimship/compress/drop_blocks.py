@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import IMAGE_MODEL, CompressContext, ModelState, register_method
-from slimship.compress.recovery import (Recovery, TeacherProbe, fixed_weights, recalibrate_bn_on_train_, recover,
-                                        recovery_config, traced)
+from slimship.compress.recovery import Recovery, TeacherProbe, fixed_weights, recover, recovery_config, traced
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
@@ -138,6 +137,7 @@ def remove_blocks_(model: nn.Module, names: list[str]) -> None:
 @register_method(DropBlocksConfig, requires=IMAGE_MODEL,
                  help="fewer CNN blocks (residual blocks chosen on validation), BN re-estimation, distilled recovery")
 def _drop_blocks(state: ModelState, cfg: DropBlocksConfig, ctx: CompressContext) -> ModelState:
+    from slimship.compress.prune_channels import recalibrate_bn_on_train_
     from slimship.models.rebuild import arch_edits
 
     model = copy.deepcopy(state.model).eval()

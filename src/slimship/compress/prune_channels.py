@@ -73,6 +73,17 @@ def recalibrate_bn_(model: nn.Module, batches: list[torch.Tensor], device: Devic
     model.eval()
 
 
+def recalibrate_bn_on_train_(model: nn.Module, ctx: CompressContext, images: int = 1024) -> None:
+    """Re-estimate BatchNorm statistics on up to ``images`` training examples (a fixed random draw), after an edit
+    that changes what the following layers see (blocks dropped, a lower resolution)."""
+    import torch
+
+    n = len(ctx.train)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))[: min(n, images)]
+    recalibrate_bn_(model, [ctx.pre.model_input(ctx.train.x[idx[i : i + 64]]) for i in range(0, len(idx), 64)],
+                    ctx.device)
+
+
 def prune_channels_(
     model: nn.Module,
     cfg: PruneChannelsConfig,

@@ -109,19 +109,6 @@ class TeacherProbe:
                                                 reduction="batchmean"))
 
 
-def recalibrate_bn_on_train_(model: nn.Module, ctx: CompressContext, images: int = 1024) -> None:
-    """Re-estimate BatchNorm statistics on up to ``images`` training examples (a fixed random draw), after an edit
-    that changes what the following layers see (blocks dropped, a lower resolution)."""
-    import torch
-
-    from slimship.compress.prune_channels import recalibrate_bn_
-
-    n = len(ctx.train)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(ctx.seed))[: min(n, images)]
-    recalibrate_bn_(model, [ctx.pre.model_input(ctx.train.x[idx[i : i + 64]]) for i in range(0, len(idx), 64)],
-                    ctx.device)
-
-
 def traced(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
     """One forward pass of ``example`` in eval mode without gradients, for the ``hooks`` (handles) registered on
     ``model`` to observe; they are removed afterwards and the model's mode is restored."""
