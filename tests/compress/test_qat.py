@@ -88,6 +88,23 @@ def test_an_all_zero_channel_stays_zero_not_nan():
     assert not any((v == -128).any() for v in codes.values() if v.dtype == np.int8)  # NaN cast to int8 is -128
 
 
+
+def test_a_saturating_bias_keeps_its_sign():
+    """int32's top code 2**31 - 1 is 2**31 in float32: a bias pushed past it was written back as int32's most
+    negative code."""
+    _, m = _ctx_and_model()
+    x = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    module = QDQGraphModule(_int8_graph(m.eval(), x))
+    name = next(p for p, *_, kind in module._wq.values() if kind == "int32")
+    init = module.nodes[int(name[1:])].input[0]  # parameter w<i> holds the codes behind DequantizeLinear node i
+    s = getattr(module, f"s_{name}")
+    with torch.no_grad():
+        module.weights[name].view(-1)[0] = 1e4 * 2.0**31 * s.view(-1)[0]  # far past the top code
+        module.weights[name].view(-1)[-1] = -1e4 * 2.0**31 * s.view(-1)[-1]
+    bias = _inits(module.to_onnx())[init].reshape(-1)
+    assert bias.dtype == np.int32 and bias[0] == 2**31 - 1 and bias[-1] == -(2**31)
+
+
 def _saved_bytes(module, x) -> int:
     """Bytes autograd keeps for the backward pass of one training forward."""
     total = 0

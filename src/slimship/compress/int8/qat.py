@@ -261,8 +261,10 @@ class QDQGraphModule(nn.Module):
 
         new = {}
         for out, (pname, s, lo, hi, kind) in self._wq.items():
-            w = self.weights[pname].detach()
-            s = getattr(self, f"s_{pname}")
+            # float64: int32's top code 2**31 - 1 rounds up to 2**31 in float32, and a bias saturating there was
+            # cast to int32's most negative value (a sign flip)
+            w = self.weights[pname].detach().double()
+            s = getattr(self, f"s_{pname}").double()
             codes = torch.clamp(torch.round(w / _nonzero(s)), lo, hi) * (s != 0)  # a zero scale: an all-zero channel
             if kind == "int8":
                 codes = codes * getattr(self, f"nz_{pname}")
