@@ -155,8 +155,8 @@ def rules() -> dict:
             return True
         return sum(comb(a + b, i) for i in range(b, a + b + 1)) / 2 ** (a + b) >= 0.1
 
-    return {"point estimate (old rule)": point, "P >= 0.5 (default)": bayes(0.5), "P >= 0.6": bayes(0.6),
-            "P >= 0.7": bayes(0.7), "P >= 0.8": bayes(0.8), "P >= 0.9": bayes(0.9),
+    return {"point estimate (old rule)": point, "P >= 0.5": bayes(0.5), "P >= 0.6": bayes(0.6),
+            "P >= 0.7 (default)": bayes(0.7), "P >= 0.8": bayes(0.8), "P >= 0.9": bayes(0.9),
             "non-inferiority (90 % lower bound)": noninferior, "ship unless McNemar p < 0.1": mcnemar}
 
 

@@ -78,7 +78,7 @@ def test_init_defaults_are_the_measured_best_in_epochs():
     recoveries = [s.recovery for c in r.compress.candidates for s in c.steps if getattr(s, "recovery", None)]
     recoveries += [s.qat for c in r.compress.candidates for s in c.steps if getattr(s, "qat", None)]
     assert recoveries and all(x.seconds is None and x.epochs for x in recoveries)
-    assert r.transfer.evals == 1 and r.compress.confidence == 0.5
+    assert r.transfer.evals == 1 and r.compress.confidence == 0.7
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*.yaml"))

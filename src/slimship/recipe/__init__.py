@@ -154,7 +154,7 @@ class Candidate(_Strict):
 
 class CompressSection(_Strict):
     accuracy_budget: float = Field(1.0, ge=0, description="points below the dense model, on validation")
-    confidence: float = Field(0.5, gt=0, lt=1, description="probability a candidate must reach of being within the "
+    confidence: float = Field(0.7, gt=0, lt=1, description="probability a candidate must reach of being within the "
                                                            "budget to ship (docs/decision.md)")
     candidates: list[Candidate] = []
 

@@ -100,7 +100,7 @@ transfer:
 
 compress:
   accuracy_budget: 1.0           # points below the reference (on validation) a shipped model may lose
-  confidence: 0.5                # P(within budget) a candidate needs to ship, from a paired test (docs/decision.md)
+  confidence: 0.7                # P(within budget) a candidate needs to ship, from a paired test (docs/decision.md)
   candidates:                    # each is a chain of steps; the smallest package within budget ships
     - name: int8-qat             # int8, then quantization-aware fine-tuning of the int8 graph (kept if better)
       steps:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol
 
 from slimship.core.cache import stage_key
 from slimship.core.errors import SlimshipError
+from slimship.evaluate.decision import DEFAULT_CONFIDENCE
 from slimship.evaluate.measure import Measurement
 from slimship.search.budget import constraint_value, judge_budget, prefix_shortfall
 from slimship.search.space import SearchSpace, chain_text
@@ -74,7 +75,7 @@ class SearchJob:
     seed: int = 0
     log: Callable[[str], None] = print
     reference_figures: dict = field(default_factory=dict)
-    confidence: float = 0.5  # compress.confidence: the probability a chain needs to count as within budget
+    confidence: float = DEFAULT_CONFIDENCE  # compress.confidence: P a chain needs to count as within budget
 
 
 class TrialFailed(Exception):
