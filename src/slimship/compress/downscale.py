@@ -7,8 +7,9 @@ preprocessing, the same clients): the pooling is the first node of its deploy gr
 hold less detail than the size they are fed at: Fashion-MNIST's 28 px images upscaled to W0's 64 px lose
 nothing at 32. On W0's compressed int8 graphs, pooling 2 x 2 made batch 1 ~1.45x and batch 64 ~2.2x faster
 (ONNX Runtime, 2 threads; benchmarks/search_w0.py measures what ships). The recovery has to keep the accuracy:
-features the pretrained and fine-tuned layers learnt at one scale move to another. On W0 a 4-epoch recovery did
-not: 6 blocks dropped, then 32 px, then int8 was 3.9x faster at batch 1 but 3.1 test points down (docs/search.md).
+features the pretrained and fine-tuned layers learnt at one scale move to another. On W0, 6 blocks dropped, then
+32 px, then int8 was 2.2x faster at batch 1 and 5.5x at batch 64. It was 3.1 test points down after a 4-epoch
+recovery, and 0.8 down after an 8-epoch one (docs/search.md).
 
 The layer is found by tracing: the first convolution a real input reaches (timm's ``conv_stem``, torchvision's
 ``conv1``). A model that does not run at the lower resolution (a ViT's fixed patch grid) is refused with one line.
