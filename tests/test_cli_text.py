@@ -131,3 +131,28 @@ def test_init_guesses_the_columns_of_a_table(capsys, shipped, tmp_path):
     assert p.returncode == 0, p.stderr
     data = yaml.safe_load(p.stdout)["data"]
     assert (data["text_column"], data["label_column"]) == ("body", "category")
+
+
+def test_init_sizes_the_validation_split_to_the_texts(shipped):
+    from slimship.recipe.text_template import VAL_TEXTS, text_val_fraction
+
+    root, _, _, out = shipped
+    assert yaml.safe_load((root / "recipe.yaml").read_text())["data"]["val_fraction"] == 0.2  # a small set
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"]["sizes"]["val"] >= 12  # 80 texts, 16 of them test: a fifth of the other 64 validates
+    # SpamAssassin's 4,232 training mails: 846 validate, not 424; larger pools stop at the val_limit, and very
+    # large ones keep the usual tenth
+    assert [text_val_fraction(n) for n in (None, 300, 4232, 6000, 10_000, 50_000)] == [0.1, 0.2, 0.2, 0.16, 0.1, 0.1]
+    assert all(n * text_val_fraction(n) <= VAL_TEXTS for n in (5001, 6000, 7777, 9999))
+
+
+def test_init_loads_the_text_data_at_once(capsys, shipped, tmp_path):
+    _, bert, _, _ = shipped
+    table = tmp_path / "t.csv"
+    table.write_text("id,body,category\n1,hello there,a\n2,goodbye now,b\n")
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table), "--label-column", "kind")
+    assert p.returncode == 2 and "no column 'kind'" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    one_class = tmp_path / "one.csv"
+    one_class.write_text("text,label\n" + "".join(f"mail number {i},ham\n" for i in range(10)))
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(one_class))
+    assert p.returncode == 2 and "fewer than two classes" in p.stderr, p.stderr

@@ -44,12 +44,13 @@ def _guess_image_size(data: str) -> int:
 
 def _text_recipe(args) -> str | None:
     """The text recipe when --model is a Hugging Face text model and --data holds texts, else None."""
-    from slimship.recipe.text_template import render_text_recipe, text_task
+    from slimship.recipe.text_template import render_text_recipe, text_pool, text_task
 
     if not text_task(args.model, args.data):
         return None
+    pool = text_pool(args.data, args.test, args.text_column, args.label_column)  # loads and splits, or one-line error
     return render_text_recipe(model=args.model, data=args.data, test=args.test, max_length=args.max_length,
-                              text_column=args.text_column, label_column=args.label_column)
+                              text_column=args.text_column, label_column=args.label_column, pool_texts=pool)
 
 
 def run(args) -> int:
