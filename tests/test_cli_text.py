@@ -156,3 +156,7 @@ def test_init_loads_the_text_data_at_once(capsys, shipped, tmp_path):
     one_class.write_text("text,label\n" + "".join(f"mail number {i},ham\n" for i in range(10)))
     p = _in_process(capsys, "init", "--model", str(bert), "--data", str(one_class))
     assert p.returncode == 2 and "fewer than two classes" in p.stderr, p.stderr
+    tiny = tmp_path / "tiny.csv"  # one text per class: nothing to hold out, said in texts
+    tiny.write_text("text,label\nhello there,a\ngoodbye now,b\n")
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(tiny))
+    assert p.returncode == 2 and "too few texts for a test split" in p.stderr and "images" not in p.stderr, p.stderr

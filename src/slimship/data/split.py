@@ -87,11 +87,12 @@ def _class_members(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def _hold_out(source: str, split: ArraySplit, fraction: float, seed: int, name: str,
-              needed: int) -> tuple[ArraySplit, ArraySplit]:
-    """``(rest, held out)`` via :func:`stratified_split`; an empty held-out part is a DataError."""
+              needed: int, examples: str = "images") -> tuple[ArraySplit, ArraySplit]:
+    """``(rest, held out)`` via :func:`stratified_split`; an empty held-out part is a DataError (naming
+    ``examples``: images or texts)."""
     kept, held = stratified_split(split.labels, fraction, seed)
     if held.size == 0:
-        raise DataError(_too_few_message(source, name, split.labels, needed))
+        raise DataError(_too_few_message(source, name, split.labels, needed, examples))
     return split.subset(kept), split.subset(held)
 
 
@@ -106,11 +107,11 @@ def _limit(split: ArraySplit, limit: int | None, seed: int, name: str) -> tuple[
     return split.subset(stratified_subsample(split.labels, limit, seed)), len(split)
 
 
-def _too_few_message(source: str, split: str, labels: np.ndarray, needed: int) -> str:
+def _too_few_message(source: str, split: str, labels: np.ndarray, needed: int, examples: str = "images") -> str:
     most = int(np.bincount(labels).max()) if labels.size else 0
-    return (f"data source {source} has too few images for a {split} split (at most {most} per class): "
-            f"need at least {needed} images per class (train, validation"
-            f"{', test' if needed >= 3 else ''}); add images or pass a separate test source")
+    return (f"data source {source} has too few {examples} for a {split} split (at most {most} per class): "
+            f"need at least {needed} {examples} per class (train, validation"
+            f"{', test' if needed >= 3 else ''}); add {examples} or pass a separate test source")
 
 
 def _check_fraction(name: str, value: float) -> None:

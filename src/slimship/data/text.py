@@ -315,12 +315,12 @@ def load_text_dataset(kind: str, target: str, *, test: str | None = None, val_fr
                         f"classifier needs at least two; add a class")
     if test_split is None:
         test_from = f"stratified split (seed {seed}, fraction {test_fraction})"
-        train_part, test_split = _hold_out(target, pool, test_fraction, seed, "test", needed=3)
+        train_part, test_split = _hold_out(target, pool, test_fraction, seed, "test", needed=3, examples="texts")
         needed_for_val = 3
     else:
         test_from = "own split" if test is None else f"separate source {test_target}"
         train_part, needed_for_val = pool, 2
-    train, val = _hold_out(target, train_part, val_fraction, seed, "validation", needed=needed_for_val)
+    train, val = _hold_out(target, train_part, val_fraction, seed, "validation", needed=needed_for_val, examples="texts")
     train, train_from = _limit(train, train_limit, seed, "train_limit")
     test_split, test_from_n = _limit(test_split, test_limit, seed, "test_limit")
     info = {"source": target, "kind": kind, "test_source": test_target, "test_from": test_from,
