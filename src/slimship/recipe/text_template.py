@@ -138,6 +138,18 @@ evaluate:
 """
 
 
+def check_text_model(model: str, max_length: int | None) -> None:
+    """The model folder is complete (config, tokenizer, safetensors weights) and reads ``max_length`` tokens:
+    ModelError otherwise, naming the ``init`` option to change."""
+    from slimship.core.errors import ModelError
+    from slimship.models.hf_text import HfTextAdapter
+
+    try:
+        HfTextAdapter(model, max_length).check_ready()
+    except ModelError as e:
+        raise ModelError(str(e).replace("set model.max_length to", "pass --max-length")) from None
+
+
 def text_task(model: str, data: str) -> bool:
     """Whether ``model`` and ``data`` make a text task; a text model with image data (or the reverse) is a
     SlimshipError that says what to pass. Data that cannot be resolved is left to the image path's checks."""
