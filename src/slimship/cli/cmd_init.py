@@ -20,7 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--data", required=True, help="image folder, idx folder, .npz, text folder, .csv/.jsonl, or a "
                                                  "built-in name (fashion-mnist, spam-assassin)")
     p.add_argument("--test", default=None, help="a separate test set (same kind as --data)")
-    p.add_argument("--image-size", type=_positive, default=None, help="input resolution (default: chosen from the data)")
+    p.add_argument("--image-size", type=_positive, default=None,
+                   help="input resolution (default: chosen from the data)")
     p.add_argument("--out", default=None, help="write to this file instead of stdout")
     # text tasks (a Hugging Face text model: a folder or an installed package)
     p.add_argument("--max-length", type=_positive, default=None, help="text models: tokens per text (default 256)")

@@ -320,7 +320,8 @@ def load_text_dataset(kind: str, target: str, *, test: str | None = None, val_fr
     else:
         test_from = "own split" if test is None else f"separate source {test_target}"
         train_part, needed_for_val = pool, 2
-    train, val = _hold_out(target, train_part, val_fraction, seed, "validation", needed=needed_for_val, examples="texts")
+    train, val = _hold_out(target, train_part, val_fraction, seed, "validation", needed=needed_for_val,
+                           examples="texts")
     train, train_from = _limit(train, train_limit, seed, "train_limit")
     test_split, test_from_n = _limit(test_split, test_limit, seed, "test_limit")
     info = {"source": target, "kind": kind, "test_source": test_target, "test_from": test_from,

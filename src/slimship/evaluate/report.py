@@ -133,7 +133,8 @@ def render_markdown(metrics: dict) -> str:
         f"Test split: {ds.get('test_from')}.",
         "",
         "Accuracy is on the held-out test split, measured on the deploy graph read back from each package, in "
-        "its main runtime (the one its largest batch size ships for, below) on the CPU; size is the package file on disk; "
+        "its main runtime (the one its largest batch size ships for, below) on the CPU; size is the package file "
+        "on disk; "
         f"latency is the median of repeated interleaved runs after warm-up ({metrics['threads']} threads); "
         "speed-ups are against the dense model in ONNX Runtime fp32. `*` marks the shipped model (the smallest "
         f"package judged within {metrics['accuracy_budget_points']} point(s) of `{metrics['reference']}` on "

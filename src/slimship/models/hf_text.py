@@ -61,9 +61,9 @@ class HfTextAdapter:
         return int(want)
 
     def check_ready(self) -> None:
-        """What ``build`` and ``preprocessing`` will need, checked without torch (``slimship init``): a config
-        with a pad token, ``max_length`` within the position embeddings, a tokenizer, and safetensors weights
-        unless ``weights`` is ``none``. Raises ModelError (one line, saying what to do)."""
+        """What ``build`` and ``preprocessing`` will need, checked without building the model (``slimship init``):
+        a config with a pad token, ``max_length`` within the position embeddings, a tokenizer, and safetensors
+        weights unless ``weights`` is ``none``. Raises ModelError (one line, saying what to do)."""
         from slimship.models.hf_text_model import check_weights
 
         self.preprocessing()

@@ -45,6 +45,7 @@ def _columns(data: str, text_column: str | None, label_column: str | None) -> tu
         text_column, label_column = text_column or guessed[0], label_column or guessed[1]
     return text_column or "text", label_column or "label"
 
+
 TEXT_TEMPLATE = """\
 # slimship recipe for a text classifier (version {version}). Every value can be edited; `slimship run` validates it
 # strictly (a misspelled key is an error, with the allowed names). Run:  slimship run THIS.yaml --out runs/NAME
