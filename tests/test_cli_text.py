@@ -175,3 +175,17 @@ def test_init_checks_the_text_model_at_once(capsys, shipped, tmp_path):
     assert p.returncode == 2 and "no .safetensors weights" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     with pytest.raises(SystemExit):  # argparse: not a length
         main(["init", "--model", str(bert), "--data", str(data), "--max-length", "0"])
+
+
+def test_init_says_how_many_texts_the_cut_shortens(capsys, shipped, tmp_path):
+    _, bert, _, _ = shipped
+    texts, labels = make_texts(10)
+    table = tmp_path / "t.csv"
+    # each text three times over: 12 to 30 words, more than 8 tokens and fewer than 64
+    table.write_text("text,label\n" + "".join(f'"{t} {t} {t}",{lab}\n' for t, lab in zip(texts, labels)))
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table), "--max-length", "8")
+    assert p.returncode == 0, p.stderr
+    assert "100 % of these texts are longer than 8 tokens" in p.stdout and "reads up to 64" in p.stdout
+    assert yaml.safe_load(p.stdout)["model"]["max_length"] == 8
+    p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table))  # 64 tokens: none is cut
+    assert p.returncode == 0 and "lose their end" not in p.stdout, p.stderr

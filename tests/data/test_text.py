@@ -210,6 +210,13 @@ def test_prepare_pads_truncates_and_model_input_trims_padding():
     assert pre.model_input_np(x[:1].numpy()).dtype == np.int64
 
 
+def test_cut_share_counts_the_texts_longer_than_max_length():
+    pre = _pre(max_length=6)  # [CLS] + 4 words + [SEP] fit exactly; a fifth word is cut
+    texts = ["free money", "hello world meeting report", "hello world meeting report free", "free " * 40]
+    assert pre.cut_share(texts) == 0.5 and pre.cut_share([]) == 0.0
+    assert _pre(max_length=100).cut_share(texts) == 0.0
+
+
 def test_text_preprocessing_round_trips_through_its_dict_and_files():
     pre = _pre()
     d, files = pre.to_dict(), pre.files()

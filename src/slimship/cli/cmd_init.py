@@ -58,10 +58,11 @@ def _text_recipe(args) -> str | None:
 
     if not text_task(args.model, args.data):
         return None
-    check_text_model(args.model, args.max_length)  # config, tokenizer, weights, max_length: one-line errors now
-    pool = text_pool(args.data, args.test, args.text_column, args.label_column)  # loads and splits, or one-line error
-    return render_text_recipe(model=args.model, data=args.data, test=args.test, max_length=args.max_length,
-                              text_column=args.text_column, label_column=args.label_column, pool_texts=pool)
+    pre = check_text_model(args.model, args.max_length)  # config, tokenizer, weights, max_length: one-line errors
+    pool, sample = text_pool(args.data, args.test, args.text_column, args.label_column)  # loads and splits
+    return render_text_recipe(model=args.model, data=args.data, test=args.test, max_length=pre.max_length,
+                              text_column=args.text_column, label_column=args.label_column, pool_texts=pool,
+                              cut_share=pre.cut_share(sample))
 
 
 def run(args) -> int:

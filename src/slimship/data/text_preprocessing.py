@@ -74,6 +74,15 @@ class TextPreprocessing:
             ids[i, : len(row)] = row
         return torch.from_numpy(ids)
 
+    def cut_share(self, texts) -> float:
+        """The share of ``texts`` longer than ``max_length`` tokens (special tokens included): what the cut drops
+        something from."""
+        texts = list(texts)
+        if not texts:
+            return 0.0
+        encoded = _tokenizer(self._tokenizer_json(), self.max_length + 1).encode_batch(texts)
+        return sum(len(e.ids) > self.max_length for e in encoded) / len(texts)
+
     def model_input(self, batch):
         return batch[:, : _used_columns(batch != self.pad_id)]
 

@@ -51,24 +51,31 @@ class HfTextAdapter:
                              f"token in tokenizer.json)")
         return int(config.pad_token_id)
 
+    def positions(self) -> int | None:
+        """The most tokens the model reads (its position embeddings), None when its config does not say."""
+        limit = getattr(self._config(), "max_position_embeddings", None)
+        return None if limit is None else int(limit)
+
     def sequence_length(self) -> int:
         """Tokens per example: the recipe's ``max_length``, else 256 capped by the position embeddings."""
-        limit = getattr(self._config(), "max_position_embeddings", None)
+        limit = self.positions()
         want = self.max_length or min(DEFAULT_MAX_LENGTH, limit or DEFAULT_MAX_LENGTH)
         if limit is not None and want > limit:
             raise ModelError(f"max_length {want} is longer than {self.architecture} can read ({limit} positions): "
                              f"set model.max_length to at most {limit}")
         return int(want)
 
-    def check_ready(self) -> None:
+    def check_ready(self):
         """What ``build`` and ``preprocessing`` will need, checked without building the model (``slimship init``):
         a config with a pad token, ``max_length`` within the position embeddings, a tokenizer, and safetensors
-        weights unless ``weights`` is ``none``. Raises ModelError (one line, saying what to do)."""
+        weights unless ``weights`` is ``none``. Returns the preprocessing; raises ModelError (one line, saying
+        what to do)."""
         from slimship.models.hf_text_model import check_weights
 
-        self.preprocessing()
+        pre = self.preprocessing()
         if (self.weights or "").lower() != "none":
             check_weights(self._folder())
+        return pre
 
     # ---- the ModelAdapter protocol -----------------------------------------------------------------------------
     def build(self, num_classes: int, *, pretrained: bool = True) -> BuiltModel:

@@ -22,16 +22,24 @@ def text_val_fraction(pool_texts: int | None) -> float:
     return max(0.1, int(share * 100) / 100)
 
 
+SAMPLE_TEXTS = 1000  # texts init tokenizes to say how many the cut at max_length shortens
+
+
 def text_pool(data: str, test: str | None = None, text_column: str | None = None,
-              label_column: str | None = None) -> int:
-    """Load ``data`` as ``slimship run`` will and return the texts available for training and validation.
-    Raises DataError (one line, saying what to do) when it does not load or split."""
+              label_column: str | None = None) -> tuple[int, list[str]]:
+    """Load ``data`` as ``slimship run`` will: the number of texts available for training and validation, and an
+    evenly spread sample of up to :data:`SAMPLE_TEXTS` of them. Raises DataError (one line, saying what to do)
+    when it does not load or split."""
+    import numpy as np
+
     from slimship.data.sources import load_dataset
 
     text_column, label_column = _columns(data, text_column, label_column)
     splits = load_dataset(data, test=test, lazy=True,
                           options={"text_column": text_column, "label_column": label_column})
-    return len(splits.train) + len(splits.val)
+    texts = splits.train.texts
+    picked = np.linspace(0, len(texts) - 1, min(SAMPLE_TEXTS, len(texts))).round().astype(int)
+    return len(splits.train) + len(splits.val), [str(texts[i]) for i in picked]
 
 
 def _columns(data: str, text_column: str | None, label_column: str | None) -> tuple[str, str]:
@@ -57,7 +65,7 @@ model:
   kind: hf-text                  # a Hugging Face text encoder + a linear head (`slimship list`)
   architecture: {model}          # model folder (config.json, *.safetensors, tokenizer.json) or installed package
   weights: null                  # null = the folder's safetensors; none = random init
-  max_length: {max_length}       # tokens per text (longer texts are cut); batches of short texts run shorter
+  max_length: {max_length}       # tokens per text (longer texts are cut); batches of short texts run shorter{cut_note}
   pooling: mean                  # mean of the token states | cls (the first token's)
 
 data:
@@ -139,16 +147,27 @@ evaluate:
 """
 
 
-def check_text_model(model: str, max_length: int | None) -> None:
+def check_text_model(model: str, max_length: int | None):
     """The model folder is complete (config, tokenizer, safetensors weights) and reads ``max_length`` tokens:
-    ModelError otherwise, naming the ``init`` option to change."""
+    returns its preprocessing (:class:`~slimship.data.text_preprocessing.TextPreprocessing`), or raises ModelError
+    naming the ``init`` option to change."""
     from slimship.core.errors import ModelError
     from slimship.models.hf_text import HfTextAdapter
 
     try:
-        HfTextAdapter(model, max_length).check_ready()
+        return HfTextAdapter(model, max_length).check_ready()
     except ModelError as e:
         raise ModelError(str(e).replace("set model.max_length to", "pass --max-length")) from None
+
+
+def _cut_note(cut_share: float | None, max_length: int, positions: int | None) -> str:
+    """A comment under ``max_length`` when the cut shortens many of the texts (5 % or more of the sample)."""
+    if cut_share is None or cut_share < 0.05:
+        return ""
+    more = (f"a larger max_length (this model reads up to {positions}) sees more, at a higher cost per text"
+            if positions and positions > max_length else "this model reads no more positions")
+    return (f"\n  # {100 * cut_share:.0f} % of these texts are longer than {max_length} tokens and lose their end:"
+            f"\n  # {more} (docs/text.md)")
 
 
 def text_task(model: str, data: str) -> bool:
@@ -176,11 +195,13 @@ def text_task(model: str, data: str) -> bool:
 
 def render_text_recipe(*, model: str, data: str, test: str | None = None, max_length: int | None = None,
                        text_column: str | None = None, label_column: str | None = None, name: str | None = None,
-                       epochs: float = 2, train_limit: int | None = 5000, pool_texts: int | None = None) -> str:
+                       epochs: float = 2, train_limit: int | None = 5000, pool_texts: int | None = None,
+                       cut_share: float | None = None) -> str:
     """A complete text recipe as commented YAML (validated by parsing it back). The columns of a table are
     guessed from its header when not given (:func:`slimship.data.text_table.guess_columns`); ``pool_texts`` (the
     texts available for training and validation, :func:`text_pool`) sizes the validation split
-    (:func:`text_val_fraction`)."""
+    (:func:`text_val_fraction`); ``cut_share`` (the share of them longer than ``max_length`` tokens) is noted
+    beside ``max_length`` when it is large."""
     import yaml
 
     from slimship.recipe import RECIPE_VERSION, parse_recipe
@@ -191,13 +212,22 @@ def render_text_recipe(*, model: str, data: str, test: str | None = None, max_le
     text_column, label_column = _columns(data, text_column, label_column)
     val_fraction = text_val_fraction(pool_texts)
     val_note = f" (sized to {pool_texts:,} texts; docs/text.md)" if val_fraction != 0.1 else ""
+    max_length = max_length or _default_max_length(model)
     text = TEXT_TEMPLATE.format(
         version=RECIPE_VERSION, name=q(name or "run"), model=q(model), data=q(data), test=q(test),
-        max_length=max_length or _default_max_length(model), train_limit=q(train_limit), epochs=q(epochs),
+        max_length=max_length, cut_note=_cut_note(cut_share, max_length, _positions(model)),
+        train_limit=q(train_limit), epochs=q(epochs),
         text_column=q(text_column), label_column=q(label_column), val_fraction=val_fraction, val_note=val_note,
         val_limit=VAL_TEXTS)
     parse_recipe(yaml.safe_load(text), "generated recipe")  # fail here, not at run time, if a value is invalid
     return text
+
+
+def _positions(model: str) -> int | None:
+    """How many tokens the model reads at most (its position embeddings), when its config says."""
+    from slimship.models.hf_text import HfTextAdapter
+
+    return HfTextAdapter(model).positions()
 
 
 def _default_max_length(model: str) -> int:
