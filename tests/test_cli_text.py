@@ -152,6 +152,7 @@ def test_init_loads_the_text_data_at_once(capsys, shipped, tmp_path):
     table.write_text("id,body,category\n1,hello there,a\n2,goodbye now,b\n")
     p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table), "--label-column", "kind")
     assert p.returncode == 2 and "no column 'kind'" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "pass --text-column / --label-column" in p.stderr  # init's flags, not the recipe's keys
     one_class = tmp_path / "one.csv"
     one_class.write_text("text,label\n" + "".join(f"mail number {i},ham\n" for i in range(10)))
     p = _in_process(capsys, "init", "--model", str(bert), "--data", str(one_class))

@@ -34,9 +34,15 @@ def text_pool(data: str, test: str | None = None, text_column: str | None = None
 
     from slimship.data.sources import load_dataset
 
+    from slimship.core.errors import DataError
+
     text_column, label_column = _columns(data, text_column, label_column)
-    splits = load_dataset(data, test=test, lazy=True,
-                          options={"text_column": text_column, "label_column": label_column})
+    try:
+        splits = load_dataset(data, test=test, lazy=True,
+                              options={"text_column": text_column, "label_column": label_column})
+    except DataError as e:  # the loader's advice names the recipe's keys; here the user passes flags
+        raise DataError(str(e).replace("set data.text_column / data.label_column",
+                                       "pass --text-column / --label-column")) from None
     texts = splits.train.texts
     picked = np.linspace(0, len(texts) - 1, min(SAMPLE_TEXTS, len(texts))).round().astype(int)
     return len(splits.train) + len(splits.val), [str(texts[i]) for i in picked]
