@@ -75,8 +75,8 @@ class TextPreprocessing:
         return torch.from_numpy(ids)
 
     def cut_share(self, texts) -> float:
-        """The share of ``texts`` longer than ``max_length`` tokens (special tokens included): what the cut drops
-        something from."""
+        """The share of ``texts`` longer than ``max_length`` tokens (special tokens included): the texts whose end
+        the cut drops."""
         texts = list(texts)
         if not texts:
             return 0.0

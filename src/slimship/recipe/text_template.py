@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from slimship.core.errors import SlimshipError
+from slimship.core.errors import DataError, ModelError, SlimshipError
 
 VAL_TEXTS = 1000  # the template's val_limit: validation texts beyond it would be held out of training for nothing
 
@@ -33,8 +33,6 @@ def text_pool(data: str, test: str | None = None, text_column: str | None = None
     import numpy as np
 
     from slimship.data.sources import load_dataset
-
-    from slimship.core.errors import DataError
 
     text_column, label_column = _columns(data, text_column, label_column)
     try:
@@ -157,7 +155,6 @@ def check_text_model(model: str, max_length: int | None):
     """The model folder is complete (config, tokenizer, safetensors weights) and reads ``max_length`` tokens:
     returns its preprocessing (:class:`~slimship.data.text_preprocessing.TextPreprocessing`), or raises ModelError
     naming the ``init`` option to change."""
-    from slimship.core.errors import ModelError
     from slimship.models.hf_text import HfTextAdapter
 
     try:
@@ -179,7 +176,6 @@ def _cut_note(cut_share: float | None, max_length: int, positions: int | None) -
 def text_task(model: str, data: str) -> bool:
     """Whether ``model`` and ``data`` make a text task; a text model with image data (or the reverse) is a
     SlimshipError that says what to pass. Data that cannot be resolved is left to the image path's checks."""
-    from slimship.core.errors import DataError
     from slimship.data.inputs import source_examples
     from slimship.models.hf_text import is_hf_text_model
 
