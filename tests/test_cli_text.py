@@ -187,6 +187,7 @@ def test_init_says_how_many_texts_the_cut_shortens(capsys, shipped, tmp_path):
     p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table), "--max-length", "8")
     assert p.returncode == 0, p.stderr
     assert "100 % of these texts are longer than 8 tokens" in p.stdout and "reads up to 64" in p.stdout
-    assert yaml.safe_load(p.stdout)["model"]["max_length"] == 8
+    model = yaml.safe_load(p.stdout)["model"]
+    assert model["max_length"] == 8 and model["tail_tokens"] == 4  # a long text keeps its start and its end
     p = _in_process(capsys, "init", "--model", str(bert), "--data", str(table))  # 64 tokens: none is cut
-    assert p.returncode == 0 and "lose their end" not in p.stdout, p.stderr
+    assert p.returncode == 0 and "lose their middle" not in p.stdout, p.stderr

@@ -210,6 +210,20 @@ def test_prepare_pads_truncates_and_model_input_trims_padding():
     assert pre.model_input_np(x[:1].numpy()).dtype == np.int64
 
 
+def test_a_tail_keeps_the_start_and_the_end_of_a_long_text():
+    pre = TextPreprocessing(6, 0, 4 + len(WORDS), make_tokenizer_json(WORDS), tail=2)
+    x = pre.prepare(["free money", "hello world meeting report free money hello"])
+    assert x[0].tolist() == [2, 4, 5, 3, 0, 0]  # a short text as without a tail
+    assert x[1].tolist() == [2, 8, 9, 6, 8, 3]  # [CLS] hello world meeting ... hello [SEP]: 4 from the start, 2 from the end
+    assert "first 4 and last 2" in pre.describe()
+    d = pre.to_dict()
+    assert d["tail"] == 2 and TextPreprocessing.from_dict(d, pre.files().__getitem__) == pre
+    assert "tail" not in _pre().to_dict()  # packages without a tail keep the manifest they had
+    assert TextPreprocessing.from_dict(_pre().to_dict()).tail == 0
+    with pytest.raises(ValueError, match="tail must be an integer between 0 and 5"):
+        TextPreprocessing.from_dict({**d, "tail": 6})
+
+
 def test_cut_share_counts_the_texts_longer_than_max_length():
     pre = _pre(max_length=6)  # [CLS] + 4 words + [SEP] fit exactly; a fifth word is cut
     texts = ["free money", "hello world meeting report", "hello world meeting report free", "free " * 40]

@@ -22,10 +22,13 @@ def bert(tiny_bert):
 def test_recipe_section_picks_the_kind(bert):
     from slimship.recipe import parse_recipe
 
-    r = parse_recipe({"model": {"kind": "hf-text", "architecture": str(bert), "max_length": 24, "pooling": "cls"},
-                      "data": {"source": "x"}})
+    r = parse_recipe({"model": {"kind": "hf-text", "architecture": str(bert), "max_length": 24, "pooling": "cls",
+                                "tail_tokens": 10}, "data": {"source": "x"}})
     a = adapter_for(r.model)
     assert isinstance(a, HfTextAdapter) and a.sequence_length() == 24 and a.pooling == "cls"
+    assert a.preprocessing().tail == 10
+    with pytest.raises(ModelError, match="set model.tail_tokens below max_length"):
+        HfTextAdapter(str(bert), 24, tail_tokens=24).preprocessing()
 
 
 def test_other_weights_than_the_folders_own_are_refused(bert):

@@ -2,8 +2,10 @@
 
 The tokenizer is a Hugging Face ``tokenizer.json`` (a data file: the vocabulary, normalizer, pre-tokenizer and
 special-token template, run by the ``tokenizers`` library; nothing in it is executed as code). Texts are encoded
-with the model's special tokens, cut at ``max_length`` tokens and padded on the right with ``pad_id`` into int64
-rows ``[N, max_length]``. :meth:`TextPreprocessing.model_input` drops the columns that are padding in every row
+with the model's special tokens, cut to ``max_length`` tokens and padded on the right with ``pad_id`` into int64
+rows ``[N, max_length]``. A longer text keeps its first ``max_length - tail`` tokens and its last ``tail`` tokens
+(``tail`` 0: its start only); the start and the end of a text carry most of its class (a mail's subject and
+greeting, its signature and unsubscribe lines: docs/text.md measures the gain). :meth:`TextPreprocessing.model_input` drops the columns that are padding in every row
 of a batch, so a batch of short texts runs as short sequences (the deploy graph takes any sequence length); the
 model builds its attention mask from ``ids != pad_id``. There is no augmentation.
 
@@ -36,6 +38,7 @@ class TextPreprocessing:
     pad_id: int
     vocab_size: int
     tokenizer: str | None = field(default=None, repr=False)  # the tokenizer.json text (None: ids only)
+    tail: int = 0  # tokens a longer text keeps from its end (the rest from its start)
     onnx_input_type = 7  # int64 token ids (ONNX TensorProto.INT64)
 
     def input_shape(self) -> tuple[int, ...]:
@@ -45,6 +48,8 @@ class TextPreprocessing:
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "max_length": self.max_length, "pad_id": self.pad_id, "vocab_size": self.vocab_size}
+        if self.tail:
+            d["tail"] = self.tail
         if self.tokenizer is not None:
             d.update(tokenizer_file=TOKENIZER_FILE,
                      tokenizer_sha256=hashlib.sha256(self.tokenizer.encode()).hexdigest())
@@ -55,13 +60,18 @@ class TextPreprocessing:
         return {} if self.tokenizer is None else {TOKENIZER_FILE: self.tokenizer.encode()}
 
     def describe(self) -> str:
+        if self.tail:
+            return (f"tokenized to at most {self.max_length} tokens (a longer text: its first "
+                    f"{self.max_length - self.tail} and last {self.tail})")
         return f"tokenized to at most {self.max_length} tokens"
 
     def summary(self) -> dict:
-        return {"max_length": self.max_length}
+        return {"max_length": self.max_length, "tail": self.tail}
 
     def prepare(self, raw) -> Any:
-        """Texts (a sequence of ``str``) → int64 token ids ``[N, max_length]``, right-padded with ``pad_id``."""
+        """Texts (a sequence of ``str``) → int64 token ids ``[N, max_length]``, right-padded with ``pad_id``; a
+        longer text keeps its first ``max_length - tail`` and its last ``tail`` tokens (the special tokens at both
+        ends stay)."""
         import torch
 
         texts = list(raw)
@@ -69,14 +79,18 @@ class TextPreprocessing:
             bad = next(type(t).__name__ for t in texts if not isinstance(t, str))
             raise DataError(f"this model reads texts but was given {bad} examples: pass a text data set or texts")
         ids = np.full((len(texts), self.max_length), self.pad_id, np.int64)
-        for i, enc in enumerate(_tokenizer(self._tokenizer_json(), self.max_length).encode_batch(texts)):
-            row = enc.ids[: self.max_length]
+        head = self.max_length - self.tail
+        cut = None if self.tail else self.max_length  # with a tail, whole texts are encoded and cut here
+        for i, enc in enumerate(_tokenizer(self._tokenizer_json(), cut).encode_batch(texts)):
+            row = enc.ids
+            if len(row) > self.max_length:
+                row = row[:head] + row[len(row) - self.tail:] if self.tail else row[: self.max_length]
             ids[i, : len(row)] = row
         return torch.from_numpy(ids)
 
     def cut_share(self, texts) -> float:
-        """The share of ``texts`` longer than ``max_length`` tokens (special tokens included): the texts whose end
-        the cut drops."""
+        """The share of ``texts`` longer than ``max_length`` tokens (special tokens included): the texts the cut
+        shortens (it drops their end, or their middle with a ``tail``)."""
         texts = list(texts)
         if not texts:
             return 0.0
@@ -116,7 +130,8 @@ class TextPreprocessing:
         max_length = _int_in(d["max_length"], "max_length", 1, MAX_LENGTH)
         vocab_size = _int_in(d["vocab_size"], "vocab_size", 2, MAX_VOCAB)
         return cls(max_length=max_length, pad_id=_int_in(d["pad_id"], "pad_id", 0, vocab_size - 1),
-                   vocab_size=vocab_size, tokenizer=tokenizer)
+                   vocab_size=vocab_size, tokenizer=tokenizer,
+                   tail=_int_in(d.get("tail", 0), "tail", 0, max_length - 1))  # packages from before tails: 0
 
 
 MAX_LENGTH, MAX_VOCAB = 8192, 10_000_000  # bounds a package manifest must keep (a hostile one could ask for more)
@@ -137,8 +152,9 @@ def _used_columns(mask) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(tokenizer_json: str, max_length: int):
-    """A ``tokenizers.Tokenizer`` from its JSON, truncating at ``max_length`` (special tokens included), no padding."""
+def _tokenizer(tokenizer_json: str, max_length: int | None):
+    """A ``tokenizers.Tokenizer`` from its JSON, truncating at ``max_length`` (special tokens included; None: not
+    at all), no padding."""
     from tokenizers import Tokenizer
 
     try:
@@ -147,8 +163,11 @@ def _tokenizer(tokenizer_json: str, max_length: int):
         raise DataError(f"the tokenizer cannot be read ({str(e)[:80]}): give the model folder's "
                         f"tokenizer.json") from None
     tok.no_padding()
-    tok.enable_truncation(max_length)
+    if max_length is None:
+        tok.no_truncation()
+    else:
+        tok.enable_truncation(max_length)
     return tok
 
 
-PREPROCESSINGS.add("text", TextPreprocessing, help="texts: tokenizer.json, cut at max_length tokens, int64 ids")
+PREPROCESSINGS.add("text", TextPreprocessing, help="texts: tokenizer.json, cut to max_length tokens (start + tail), int64 ids")

@@ -34,6 +34,7 @@ class HfTextAdapter:
     max_length: int | None = None  # None: DEFAULT_MAX_LENGTH, capped by the model's position embeddings
     pooling: str = "mean"
     weights: str | None = None  # "none": random init; else the folder's own safetensors
+    tail_tokens: int = 0  # tokens a text longer than max_length keeps from its end (the rest from its start)
     kind: str = "hf-text"
 
     # ---- what the model is ---------------------------------------------------------------------------------
@@ -92,8 +93,12 @@ class HfTextAdapter:
         from slimship.models.hf_text_model import tokenizer_json
 
         config = self._config()
-        return TextPreprocessing(max_length=self.sequence_length(), pad_id=self._pad_id(config),
-                                 vocab_size=int(config.vocab_size), tokenizer=tokenizer_json(self._folder()))
+        length = self.sequence_length()
+        if self.tail_tokens >= length:
+            raise ModelError(f"tail_tokens {self.tail_tokens} leaves nothing of a text's start in {length} tokens: "
+                             f"set model.tail_tokens below max_length (e.g. {length // 2})")
+        return TextPreprocessing(max_length=length, pad_id=self._pad_id(config), vocab_size=int(config.vocab_size),
+                                 tokenizer=tokenizer_json(self._folder()), tail=self.tail_tokens)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """Full-length rows of one ordinary token id (latency and MACs at ``max_length`` tokens)."""
@@ -199,7 +204,8 @@ def _hf_text(section) -> HfTextAdapter:
         raise ModelError(f"model.weights {weights!r}: an hf-text model loads its own folder's safetensors; set "
                          f"weights: null (or none for random init) and point model.architecture at the folder")
     return HfTextAdapter(section.architecture, getattr(section, "max_length", None),
-                         getattr(section, "pooling", "mean") or "mean", section.weights)
+                         getattr(section, "pooling", "mean") or "mean", section.weights,
+                         getattr(section, "tail_tokens", 0) or 0)
 
 
 TRANSFORMER_KINDS.add("hf-text")

@@ -47,6 +47,8 @@ class ModelSection(_Strict):
     std: list[float] | None = None
     # text kinds (hf-text)
     max_length: int | None = Field(None, ge=8, le=8192, description="tokens per text (null: 256, capped by the model)")
+    tail_tokens: int = Field(0, ge=0, le=8191, description="tokens a longer text keeps from its end (the rest from "
+                                                           "its start; 0: its start only)")
     pooling: Literal["mean", "cls"] = "mean"
 
 
