@@ -5,9 +5,10 @@ special-token template, run by the ``tokenizers`` library; nothing in it is exec
 with the model's special tokens, cut to ``max_length`` tokens and padded on the right with ``pad_id`` into int64
 rows ``[N, max_length]``. A longer text keeps its first ``max_length - tail`` tokens and its last ``tail`` tokens
 (``tail`` 0: its start only); the start and the end of a text carry most of its class (a mail's subject and
-greeting, its signature and unsubscribe lines: docs/text.md measures the gain). :meth:`TextPreprocessing.model_input` drops the columns that are padding in every row
-of a batch, so a batch of short texts runs as short sequences (the deploy graph takes any sequence length); the
-model builds its attention mask from ``ids != pad_id``. There is no augmentation.
+greeting, its signature and unsubscribe lines: docs/text.md measures the gain).
+:meth:`TextPreprocessing.model_input` drops the columns that are padding in every row of a batch, so a batch of
+short texts runs as short sequences (the deploy graph takes any sequence length); the model builds its attention
+mask from ``ids != pad_id``. There is no augmentation.
 
 A package keeps :meth:`~TextPreprocessing.to_dict` in its manifest and the tokenizer as the part
 ``tokenizer.json`` (:meth:`~TextPreprocessing.files`).
@@ -170,4 +171,5 @@ def _tokenizer(tokenizer_json: str, max_length: int | None):
     return tok
 
 
-PREPROCESSINGS.add("text", TextPreprocessing, help="texts: tokenizer.json, cut to max_length tokens (start + tail), int64 ids")
+PREPROCESSINGS.add("text", TextPreprocessing,
+                   help="texts: tokenizer.json, cut to max_length tokens (start + tail), int64 ids")

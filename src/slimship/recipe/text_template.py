@@ -70,7 +70,7 @@ model:
   architecture: {model}          # model folder (config.json, *.safetensors, tokenizer.json) or installed package
   weights: null                  # null = the folder's safetensors; none = random init
   max_length: {max_length}       # tokens per text (longer texts are cut); batches of short texts run shorter{cut_note}
-  tail_tokens: {tail_tokens}          # a longer text keeps its first max_length - N tokens and its last N (0: its start only)
+  tail_tokens: {tail_tokens}          # a longer text keeps its last N tokens, the rest from its start (0: start only)
   pooling: mean                  # mean of the token states | cls (the first token's)
 
 data:
