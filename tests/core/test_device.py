@@ -22,6 +22,23 @@ def test_auto_is_the_cpu_in_fp32_without_a_gpu():
 
 
 @no_gpu
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_on_the_cpu_is_the_model_kinds_precision_where_the_cpu_has_amx(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_device(cpu_auto="bf16").precision == ("bf16" if amx else "fp32")
+    assert resolve_device(cpu_auto="fp32").precision == "fp32"  # image kinds: bf16 measured slower for convolutions
+    assert resolve_device("cpu", "fp32", cpu_auto="bf16").precision == "fp32"  # an explicit precision wins
+
+
+def test_each_model_kind_says_its_cpu_precision():
+    from slimship.models.hf_text import HfTextAdapter
+    from slimship.models.timm_image import TimmImageAdapter
+
+    assert HfTextAdapter("tiny").cpu_precision == "bf16"
+    assert TimmImageAdapter("resnet18", 32).cpu_precision == "fp32"
+
+
+@no_gpu
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(SlimshipError, match="use --device cpu"):
         resolve_device("cuda")

@@ -79,10 +79,11 @@ def _write_reports(metrics: dict, out: Path, rep) -> None:
 def run_device(recipe: Recipe, override: str | None = None):
     """The run's Device: the recipe's ``device`` section, ``override`` (the CLI's --device) winning over its type."""
     from slimship.core.device import resolve_device
+    from slimship.models.kinds import adapter_for
 
     d = recipe.device
     return resolve_device(override or d.type, d.precision, batch_scale=d.batch_scale, compile=d.compile,
-                          micro_batch=d.micro_batch)
+                          micro_batch=d.micro_batch, cpu_auto=adapter_for(recipe.model).cpu_precision)
 
 
 def _measured_on() -> dict:

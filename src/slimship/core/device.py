@@ -176,17 +176,31 @@ CPU = Device()
 CPU_MICRO_BATCH = 32
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (bf16 matrix units: Sapphire Rapids and later), as torch sees it."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent means unknown
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # noqa: BLE001 - a failed probe is a CPU without AMX, never a failed run
+        return False
+
+
 def resolve_device(requested: str | None = None, precision: str | None = None, *, batch_scale: int = 1,
-                   compile: str = "off", micro_batch: int | str | None = "auto") -> Device:
+                   compile: str = "off", micro_batch: int | str | None = "auto", cpu_auto: str = "fp32") -> Device:
     """The device a run uses, decided once.
 
     Args:
         requested: "cpu", "cuda", or None/"auto" (CUDA when torch sees a GPU, else the CPU).
-        precision: "fp32", "bf16", or None/"auto" (bf16 autocast on a GPU that supports it, fp32 on the CPU).
+        precision: "fp32", "bf16", or None/"auto" (bf16 autocast on a GPU that supports it; on the CPU,
+            ``cpu_auto`` when the CPU has AMX, else fp32).
         batch_scale: every training batch times this, learning rates times its square root.
         compile: torch.compile of the training forward ("off", "default", "reduce-overhead": CUDA graphs).
         micro_batch: most examples per forward/backward pass (gradients accumulate over passes); "auto":
             :data:`CPU_MICRO_BATCH` on the CPU, the whole batch on a GPU; None: the whole batch.
+        cpu_auto: what "auto" means on a CPU with AMX: the model kind's faster precision there
+            (``ModelAdapter.cpu_precision``).
 
     Under torchrun (WORLD_SIZE > 1) this joins the process group: NCCL with CUDA (one GPU per local rank),
     gloo on the CPU. Raises SlimshipError for an unknown value or for "cuda" without a GPU.
@@ -207,8 +221,10 @@ def resolve_device(requested: str | None = None, precision: str | None = None, *
     if kind == "cuda" and not has_cuda:
         raise SlimshipError("device cuda was asked for, but torch sees no CUDA device: use --device cpu")
     kind = "cuda" if kind == "cuda" or (kind == "auto" and has_cuda) else "cpu"
-    if prec == "auto":
-        prec = "bf16" if kind == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if prec == "auto" and kind == "cuda":
+        prec = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    elif prec == "auto":
+        prec = "bf16" if cpu_auto == "bf16" and cpu_has_amx() else "fp32"
     from slimship.core.distributed import join_world
 
     world = join_world(cuda=kind == "cuda")

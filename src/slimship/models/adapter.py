@@ -38,6 +38,9 @@ class BuiltModel:
 class ModelAdapter(Protocol):
     kind: str
     architecture: str  # recorded in packages
+    # what ``device.precision: auto`` trains in on a CPU with AMX (bf16 matrix units): the faster one measured for
+    # this kind of model ("fp32" or "bf16"); elsewhere auto is bf16 on a GPU and fp32 on the CPU
+    cpu_precision: str
 
     def build(self, num_classes: int, *, pretrained: bool = True) -> BuiltModel:
         """The model with a fresh ``num_classes`` head; pretrained weights in its body unless ``pretrained`` is

@@ -27,6 +27,8 @@ class TimmImageAdapter:
     std: tuple[float, ...] | None = None
     kind: str = "timm-image"
     model_channels: int = 3
+    # bf16 autocast was slower for convolutions on an AMX CPU (1.03 vs 0.92 CPU-s per step, docs/distributed.md)
+    cpu_precision: str = "fp32"
 
     def build(self, num_classes: int, *, pretrained: bool = True) -> BuiltModel:
         from slimship.models.factory import create_model

@@ -191,7 +191,9 @@ class DeviceSection(_Strict):
     """Where training runs (``slimship run --device`` overrides ``type``); docs/distributed.md."""
 
     type: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when torch sees a GPU, else the CPU")
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, fp32 on the CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a GPU; on the CPU fp32, or bf16 for text models when the CPU has "
+                            "AMX (measured faster there)")
     batch_scale: int = Field(1, ge=1, le=64, description="every training batch times this, learning rates times its "
                                                          "square root")
     compile: Literal["off", "default", "reduce-overhead"] = Field(
