@@ -36,8 +36,9 @@ class HfTextAdapter:
     weights: str | None = None  # "none": random init; else the folder's own safetensors
     tail_tokens: int = 0  # tokens a text longer than max_length keeps from its end (the rest from its start)
     kind: str = "hf-text"
-    # bf16 autocast on an AMX CPU: a MiniLM fine-tuning step (batch 16 x 256 tokens) took 0.73 instead of 2.35 s
-    # on this project's 2-core Xeon, at the same test accuracy (docs/text.md)
+    # bf16 autocast on an AMX CPU (this project's 2-core Xeon): a MiniLM training step of 16 x 256 tokens in 1.55
+    # instead of 2.50 s, an evaluation pass of 64 in 0.49 instead of 1.31 s (benchmarks/text_step.py); the
+    # SpamAssassin fine-tune scored the same on test (98.84 %, docs/text.md)
     cpu_precision: str = "bf16"
 
     # ---- what the model is ---------------------------------------------------------------------------------
