@@ -82,8 +82,9 @@ def run_device(recipe: Recipe, override: str | None = None):
     from slimship.models.kinds import adapter_for
 
     d = recipe.device
+    cpu_auto = getattr(adapter_for(recipe.model), "cpu_precision", "fp32")  # a kind that does not say: fp32
     return resolve_device(override or d.type, d.precision, batch_scale=d.batch_scale, compile=d.compile,
-                          micro_batch=d.micro_batch, cpu_auto=adapter_for(recipe.model).cpu_precision)
+                          micro_batch=d.micro_batch, cpu_auto=cpu_auto)
 
 
 def _measured_on() -> dict:
