@@ -30,8 +30,9 @@ def main() -> int:
     from slimship.core.device import cpu_has_amx, resolve_device
     from slimship.data.text import load_builtin
     from slimship.models.hf_text import HfTextAdapter
+    from slimship.recipe.text_template import default_tail
 
-    adapter = HfTextAdapter(args.model, max_length=args.max_length, tail_tokens=args.max_length // 2)
+    adapter = HfTextAdapter(args.model, max_length=args.max_length, tail_tokens=default_tail(args.max_length))
     model = adapter.build(2).model
     pre = adapter.preprocessing(0)
     texts = list(load_builtin("spam-assassin").pool.texts)[:16 + 64]
