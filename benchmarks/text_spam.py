@@ -33,7 +33,10 @@ INT8_DYNAMIC = {"method": "int8", "mode": ["dynamic"], "calibration": ["minmax"]
 
 def _recovery(args) -> dict:
     # getattr: benchmarks/text_lora.py builds its recipes from this one with its own options
-    return {"epochs": getattr(args, "recovery_epochs", 2.0), "seconds": None, "lr": 1e-4}
+    rec = {"epochs": getattr(args, "recovery_epochs", 2.0), "seconds": None, "lr": 1e-4}
+    if getattr(args, "hidden_kd", None) is not None:  # else the methods' default
+        rec["hidden_kd"] = args.hidden_kd
+    return rec
 
 
 def _drop(keep: int, args) -> dict:
@@ -144,6 +147,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--recovery-epochs", type=float, default=2.0,
                     help="distilled recovery after dropping layers / pruning heads and neurons")
+    ap.add_argument("--hidden-kd", type=float, default=None,
+                    help="weight of hidden-state distillation in those recoveries (default: the methods'; 0: logits only)")
     ap.add_argument("--candidates", nargs="+", default=None,
                     help="only these candidates (default: int8 layers4-int8 layers3-int8 pruned-int8 layers3-pruned-int8)")
     ap.add_argument("--train-limit", type=int, default=None)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from slimship.compress.base import TRANSFORMER_OPS, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, TeacherProbe, fixed_weights, recover, recovery_config
+from slimship.compress.recovery import (TeacherProbe, TransformerRecovery, fixed_weights, recover_transformer,
+                                       teacher_layers)
 from slimship.core.errors import SlimshipError
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class DropLayersConfig(BaseModel):
     keep: float = Field(0.5, gt=0)
     select: Literal["even", "greedy"] = "even"
     indices: list[int] | None = None  # the layers kept, by index (overrides keep and select)
-    recovery: Recovery = Recovery(seconds=None, epochs=2, lr=1e-4)  # transformers: a fine-tuning rate
+    recovery: TransformerRecovery = TransformerRecovery(seconds=None, epochs=2, lr=1e-4)  # a fine-tuning rate
 
 
 def kept_count(keep: float, n: int) -> int:
@@ -99,8 +100,11 @@ def _drop_layers(state: ModelState, cfg: DropLayersConfig, ctx: CompressContext)
         kept = even_layers(n, kept_count(cfg.keep, n))
     keep_modules_(model, name, kept)
     ctx.log(f"drop_layers: {n} -> {len(kept)} layers (kept {kept})")
-    r = recover(model, recovery_config(cfg.recovery, ctx, fixed_weights(state)), ctx, "drop-layers recovery")
+    before = teacher_layers(state, n)
+    origin = [before[i] for i in kept]  # the teacher layer each kept one came from (a second drop_layers composes)
+    r = recover_transformer(model, cfg.recovery, ctx, "drop-layers recovery", ops, origin, fixed_weights(state))
     ctx.log(f"drop_layers: val {r.best_val_accuracy:.4f} after recovery")
     edits = arch_edits(ctx.fresh_model(), model)
     return ModelState(model=model, arch_edits=edits,
-                      notes={**state.notes, "drop_layers": {"layers_before": n, "kept": kept}})
+                      notes={**state.notes, "drop_layers": {"layers_before": n, "kept": kept},
+                             "teacher_layers": origin})

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slimship.compress.base import TRANSFORMER_OPS, CompressContext, ModelState, register_method
-from slimship.compress.recovery import Recovery, fixed_weights, recover, recovery_config
+from slimship.compress.recovery import TransformerRecovery, fixed_weights, recover_transformer, teacher_layers
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,7 @@ class PruneTransformerConfig(BaseModel):
     min_heads: int = Field(1, ge=1)  # heads every layer keeps
     round_to: int = Field(8, ge=1)  # feed-forward widths stay multiples of this (fast kernels)
     importance_examples: int = Field(256, ge=8)  # training texts the Taylor importance is summed over
-    recovery: Recovery = Recovery(seconds=None, epochs=2, lr=1e-4)  # transformers: a fine-tuning rate
+    recovery: TransformerRecovery = TransformerRecovery(seconds=None, epochs=2, lr=1e-4)  # a fine-tuning rate
 
     @model_validator(mode="after")
     def _something_goes(self):
@@ -148,8 +148,8 @@ def _prune_transformer(state: ModelState, cfg: PruneTransformerConfig, ctx: Comp
         ctx.log(f"prune_transformer round {rnd + 1}/{cfg.steps}: heads {heads0} -> {sum(b.heads for b in now)}, "
                 f"FFN {sum(widths0)} -> {sum(b.ffn_out.in_features for b in now)}, params {params0 / 1e6:.2f}M -> "
                 f"{_count(model) / 1e6:.2f}M")
-        r = recover(model, recovery_config(cfg.recovery, ctx, frozen, share=cfg.steps, seed_offset=rnd), ctx,
-                    f"prune-transformer recovery {rnd + 1}/{cfg.steps}")
+        r = recover_transformer(model, cfg.recovery, ctx, f"prune-transformer recovery {rnd + 1}/{cfg.steps}", ops,
+                                teacher_layers(state, len(blocks)), frozen, share=cfg.steps, seed_offset=rnd)
         ctx.log(f"prune_transformer recovery {rnd + 1}: val {r.best_val_accuracy:.4f}")
     now = ops.blocks(model)
     info = {"heads_before": heads0, "heads_after": sum(b.heads for b in now), "heads_per_layer": [b.heads for b in now],

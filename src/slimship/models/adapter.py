@@ -118,6 +118,9 @@ class TransformerOps(Protocol):
     def keep_neurons_(self, model: nn.Module, layer: int, neurons: list[int]) -> None:
         """Keep only feed-forward neurons ``neurons`` of layer ``layer``, in place."""
 
+    def token_mask(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Which positions of model input ``x`` [B, L] hold real tokens (bool [B, L]; padding False)."""
+
 
 TRANSFORMER_KINDS: set[str] = set()
 """Model kinds whose adapters implement :class:`TransformerOps` (each kind's module adds itself)."""

@@ -157,6 +157,9 @@ class HfTextAdapter:
 
         keep_neurons_(model, layer, neurons)
 
+    def token_mask(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x != model.pad_id
+
 
 @functools.lru_cache(maxsize=16)
 def model_folder(name: str) -> Path:

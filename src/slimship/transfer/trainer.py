@@ -235,6 +235,7 @@ def train(
     progress=None,
     desc: str = "train",
     device: Device = CPU,
+    extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it at its best validation state, where it was (the CPU).
 
@@ -242,7 +243,11 @@ def train(
         train_data/val_data: stored examples (``pre`` turns a batch into model input, on the device).
         groups: parameter names from input to output, the classifier last (the adapter's ``layer_groups``);
             needed for ``freeze_stages``, ``gradual_unfreeze`` and ``layer_decay``. None: one group.
-        teacher: distil from it when ``cfg.kd_alpha > 0`` (soft targets at ``cfg.kd_temperature``).
+        teacher: distil from it when ``cfg.kd_alpha > 0`` (soft targets at ``cfg.kd_temperature``), or when
+            ``extra_loss`` is set (the teacher runs on every batch, for the hooks such a loss reads).
+        extra_loss: called as ``extra_loss(x)`` with each pass's input after the model's (and the teacher's)
+            forward pass; its value is added to that pass's loss (hidden-state distillation, whose forward hooks
+            collected what it compares).
         after_step: called as ``after_step(model, progress)`` after each optimizer step (pruning schedules,
             masks), with the model on the device; must keep the model trainable.
         progress: a slimship progress reporter (``.task(desc, total)`` → ``.advance(n)``), or None.
@@ -261,25 +266,31 @@ def train(
         raise RecipeError(f"transfer.freeze_stages {cfg.freeze_stages} would freeze the whole model, classifier "
                           f"included (it has {len(groups)} layer groups): use at most {len(groups) - 1}")
     with device.holding(model, teacher):
-        return _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device)
+        return _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device,
+                      extra_loss)
 
 
-def _loss(net, teacher, xb, yb, cfg, device) -> torch.Tensor:
-    """The mean training loss of one pass: cross-entropy, mixed with distillation from ``teacher`` when set."""
+def _loss(net, teacher, xb, yb, cfg, device, extra_loss=None) -> torch.Tensor:
+    """The mean training loss of one pass: cross-entropy, mixed with distillation from ``teacher`` when set, plus
+    ``extra_loss(xb)`` when given."""
     with device.autocast():
         logits = net(xb).float()
         loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-        if teacher is not None and cfg.kd_alpha > 0:
+        if teacher is not None and (cfg.kd_alpha > 0 or extra_loss is not None):
             with torch.no_grad():
                 t_logits = teacher(xb).float()
+        if teacher is not None and cfg.kd_alpha > 0:
             T = cfg.kd_temperature
             kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True,
                           reduction="batchmean")
             loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
+        if extra_loss is not None:
+            loss = loss + extra_loss(xb)
     return loss
 
 
-def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device) -> TrainResult:
+def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, progress, desc, device,
+           extra_loss) -> TrainResult:
     world = device.world
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)  # augmentation draws: the same on every process
@@ -355,7 +366,7 @@ def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, p
         for i in range(0, len(yb), mb):
             share = min(mb, len(yb) - i) / len(yb)
             with net.accumulating(more=i + mb < len(yb)):
-                (_loss(net, teacher, xb[i : i + mb], yb[i : i + mb], cfg, device) * share).backward()
+                (_loss(net, teacher, xb[i : i + mb], yb[i : i + mb], cfg, device, extra_loss) * share).backward()
         opt.step()
         if after_step is not None:
             after_step(model, prog)
