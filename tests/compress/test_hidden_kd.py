@@ -130,6 +130,8 @@ def test_pruning_after_dropping_matches_through_the_recorded_layers(deep_bert, m
     state = apply_step(ModelState(model=model), DropLayersConfig(indices=[0, 2], recovery=rec), ctx)
     apply_step(state, PruneTransformerConfig(heads=0.25, ffn=0.25, steps=1, recovery=rec), ctx)
     assert seen == [[1, 3], [1, 3]]  # layers 0 and 2 of 4 stand for teacher layers 0-1 and 2-3
+    # on by default (measured: docs/text.md)
+    assert DropLayersConfig().recovery.hidden_kd == PruneTransformerConfig().recovery.hidden_kd == 1.0
     rec0 = {"epochs": 1, "seconds": None, "hidden_kd": 0.0}
     apply_step(ModelState(model=model), DropLayersConfig(indices=[0, 2], recovery=rec0), ctx)
     assert len(seen) == 2  # weight 0: no hooks, logits only
