@@ -59,6 +59,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-4, help="the full fine-tune's learning rate")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--lora-lr", type=float, default=1e-3, help="the adapters' and head's learning rate")
+    ap.add_argument("--val-fraction", type=float, default=None,
+                    help="share of the 70 %% held apart for validation (default: what `slimship init` writes, as "
+                         "benchmarks/text_spam.py does; give --full-run a run with the same share)")
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--test-limit", type=int, default=None)
     ap.add_argument("--latency-runs", type=int, default=3)
@@ -77,6 +80,10 @@ def main() -> int:
     out = Path(args.out)
     split = out / "split"
     tr_x, tr_y, te_x, te_y = write_split(split)
+    if args.val_fraction is None:
+        from slimship.recipe.text_template import text_val_fraction
+
+        args.val_fraction = text_val_fraction(len(tr_y))
     t0 = time.perf_counter()
     lora = run(parse_recipe(lora_recipe(split, args), "text_lora recipe"), out / "lora", fresh=args.fresh)
     lora_min = (time.perf_counter() - t0) / 60
@@ -87,6 +94,9 @@ def main() -> int:
         t0 = time.perf_counter()
         full = run(parse_recipe(full_recipe(split, args), "text_lora full recipe"), out / "full", fresh=args.fresh)
         full_from = f"run here in {(time.perf_counter() - t0) / 60:.1f} min"
+    if full["dataset"]["sizes"] != lora["dataset"]["sizes"]:
+        print(f"note: the full fine-tune's split sizes {full['dataset']['sizes']} differ from the LoRA run's "
+              f"{lora['dataset']['sizes']} (another --val-fraction or limit): the comparison is not like for like")
     ft = next(e for e in full["models"] if e["name"] == "finetuned")
     lo = next(e for e in lora["models"] if e["name"] == "finetuned")
     probe = next(e for e in lora["models"] if e["name"] == "probe")
