@@ -148,7 +148,8 @@ def main() -> int:
     ap.add_argument("--recovery-epochs", type=float, default=2.0,
                     help="distilled recovery after dropping layers / pruning heads and neurons")
     ap.add_argument("--hidden-kd", type=float, default=None,
-                    help="weight of hidden-state distillation in those recoveries (default: the methods'; 0: logits only)")
+                    help="weight of hidden-state distillation in those recoveries (default: the methods'; 0: logits "
+                         "only)")
     ap.add_argument("--candidates", nargs="+", default=None,
                     help="only these candidates (default: int8 layers4-int8 layers3-int8 pruned-int8 layers3-pruned-int8)")
     ap.add_argument("--train-limit", type=int, default=None)
