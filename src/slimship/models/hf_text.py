@@ -158,7 +158,7 @@ class HfTextAdapter:
         keep_neurons_(model, layer, neurons)
 
     def token_mask(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return x != model.pad_id
+        return model.token_mask(x)
 
 
 @functools.lru_cache(maxsize=16)

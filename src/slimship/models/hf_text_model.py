@@ -41,8 +41,12 @@ class TextClassifier(nn.Module):
         hidden = int(encoder.config.hidden_size)
         self.head: nn.Module = nn.Linear(hidden, num_classes) if num_classes else nn.Identity()
 
+    def token_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """Which positions of ``ids`` hold real tokens (not padding)."""
+        return ids != self.pad_id
+
     def features(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = ids != self.pad_id
+        mask = self.token_mask(ids)
         hidden = self.encoder(input_ids=ids, attention_mask=mask.to(torch.long)).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]

@@ -279,11 +279,11 @@ def _loss(net, teacher, xb, yb, cfg, device, extra_loss=None) -> torch.Tensor:
         if teacher is not None and (cfg.kd_alpha > 0 or extra_loss is not None):
             with torch.no_grad():
                 t_logits = teacher(xb).float()
-        if teacher is not None and cfg.kd_alpha > 0:
-            T = cfg.kd_temperature
-            kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True,
-                          reduction="batchmean")
-            loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
+            if cfg.kd_alpha > 0:
+                T = cfg.kd_temperature
+                kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True,
+                              reduction="batchmean")
+                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd * T * T
         if extra_loss is not None:
             loss = loss + extra_loss(xb)
     return loss
