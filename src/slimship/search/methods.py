@@ -97,7 +97,7 @@ def load_builtin_spaces() -> None:
     # image models only (requires ImageModel): whole blocks go first (chosen at full resolution), then the
     # resolution, then channels
     register_space(MethodSpace(
-        "drop_blocks", {"drop": Range(0.2, 0.7, 0.1), "recovery_epochs": Range(2, 6, 1)},
+        "drop_blocks", {"drop": Range(0.2, 0.9, 0.1), "recovery_epochs": Range(2, 8, 1)},
         _drop_blocks, precedes=frozenset({"downscale", "prune_channels", "lowrank", *_AFTER_STRUCTURE})),
         help="fraction of the droppable blocks removed, recovery")
     register_space(MethodSpace(
