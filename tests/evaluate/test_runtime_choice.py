@@ -81,3 +81,76 @@ def test_measure_ships_each_model_in_its_fastest_runtime_with_that_runtimes_figu
         assert m.latency_ms == {k: m.runtimes[rt]["latency_ms"][k] for k, rt in m.runtime_by_batch.items()}
         d = m.to_dict()
         assert d["runtimes"] == m.runtimes and d["runtime_by_batch"] == m.runtime_by_batch
+
+
+@pytest.mark.parametrize("again, reverted", [
+    ({ORT: {"batch1": 1.0, "batch64": 20.0}, OV: {"batch1": 0.9, "batch64": 10.0}}, []),
+    ({ORT: {"batch1": 1.0, "batch64": 20.0}, OV: {"batch1": 1.2, "batch64": 10.0}}, ["batch1"]),
+    ({ORT: {"batch1": 1.0, "batch64": 20.0}, OV: {"batch1": 0.99, "batch64": 19.9}}, ["batch1", "batch64"]),
+    ({ORT: {"batch1": 1.0, "batch64": 20.0}, OV: {"batch1": 0.9}}, ["batch64"]),
+], ids=["both confirmed", "batch 1 not confirmed", "within the margin: not confirmed", "not re-timed"])
+def test_a_switch_away_from_the_reference_needs_a_second_timing_to_agree(again, reverted):
+    from slimship.evaluate.runtime_choice import switches, unconfirmed
+
+    by = {"batch1": OV, "batch64": OV}
+    assert switches(by, ORT) == by and switches({"batch1": ORT, "batch64": OV}, ORT) == {"batch64": OV}
+    assert unconfirmed(by, again, ORT) == reverted
+    assert unconfirmed({"batch1": ORT, "batch64": ORT}, again, ORT) == []  # nothing moved: nothing to confirm
+
+
+def _fake_measurement(name: str):
+    import numpy as np
+
+    from slimship.evaluate.measure import Measurement
+
+    labels = np.array([0, 1, 1, 0])
+    m = Measurement(name=name, kind="test", accuracy=1.0, val_accuracy=1.0, onnx_bytes=1, params=1,
+                    nonzero_params=1, macs=1, compressed=name != "dense", val_labels=labels, test_labels=labels,
+                    num_classes=2)
+    m.runtimes = {rt: {"accuracy": 1.0, "val_accuracy": 1.0} for rt in (ORT, OV)}
+    m.by_runtime = {rt: (labels, labels) for rt in (ORT, OV)}
+    return m
+
+
+@pytest.mark.parametrize("second_b1, ships_b1", [((0.34, 0.30), OV), ((0.17, 0.60), ORT)],
+                         ids=["confirmed", "not confirmed"])
+def test_measure_times_a_switch_again_and_keeps_the_reference_unless_confirmed(monkeypatch, second_b1, ships_b1):
+    """The first timing says OpenVINO is faster for "small" at batch 1 and 64 (ONNX Runtime slowed down at batch 1,
+    as once happened in a W0 search trial); the second timing decides batch 1. Scripted timings: no clock."""
+    import torch
+
+    from slimship.core import runtime as runtime_mod
+    from slimship.evaluate import measure as measure_mod
+
+    first = {("dense", ORT): (0.70, 20.0), ("dense", OV): (0.90, 21.0),
+             ("small", ORT): (0.33, 9.0), ("small", OV): (0.30, 4.0)}
+    second = {("small", ORT): (second_b1[0], 9.1), ("small", OV): (second_b1[1], 4.1)}
+    calls = []
+
+    def scripted(sessions, shape, batch_sizes, **kw):
+        calls.append((sorted(sessions), tuple(batch_sizes)))
+        table = first if len(calls) == 1 else second
+        return {k: {f"batch{b}": {"p50": table[k][0 if b == 1 else 1], "p95": 2 * table[k][0 if b == 1 else 1]}
+                    for b in batch_sizes} for k in sessions}
+
+    monkeypatch.setattr(measure_mod, "interleaved_session_stats", scripted)
+    monkeypatch.setattr(runtime_mod, "session", lambda graph, rt, threads=None: object())
+    ms = [_fake_measurement("dense"), _fake_measurement("small")]
+    measure_mod.measure_latency(ms, {"dense": b"d", "small": b"s"}, torch.zeros(1, 3, 8, 8), batch_sizes=[1, 64],
+                                runs=3)
+    dense, small = ms
+    # only the model that left the reference is timed again, in the reference and the runtime it moved to
+    assert calls[1][0] == [("small", ORT), ("small", OV)] and len(calls) == 2
+    assert dense.runtime_by_batch == {"batch1": ORT, "batch64": ORT}
+    assert small.runtime_by_batch == {"batch1": ships_b1, "batch64": OV}  # batch 64's switch was confirmed
+    if ships_b1 == ORT:
+        # the batch size that stays: both runtimes' figures there are the second timing's, and the run says why
+        assert small.runtimes[ORT]["latency_ms"]["batch1"] == 0.17
+        assert small.runtimes[OV]["latency_ms"]["batch1"] == 0.60
+        assert small.latency_ms == {"batch1": 0.17, "batch64": 4.0}
+        assert small.extra["runtime_notes"] == [
+            "batch 1 stays on onnxruntime: openvino was faster in the first timing (0.300 vs 0.330 ms) but not "
+            "when timed again (0.600 vs 0.170 ms)"]
+    else:
+        assert small.latency_ms == {"batch1": 0.30, "batch64": 4.0} and "runtime_notes" not in small.extra
+    assert small.runtimes[OV]["latency_ms"]["batch64"] == 4.0  # a confirmed switch keeps the first figures
