@@ -236,9 +236,6 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
     measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
     rep.log("fastest runtime (ships for it): " + "; ".join(f"{m.name} {describe(m.runtime_by_batch, m.runtime)}"
                                                           for m in measured))
-    for m in measured:
-        for note in m.extra.get("runtime_notes", []):
-            rep.log(f"{m.name}: {note}")
     measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
     write_packages(prepared, measured, pctx)
     for p, m in zip(prepared, measured):

@@ -125,8 +125,6 @@ class ChainEvaluator:
         ev = self.st.recipe.evaluate
         measure_latency([dense, measured[0]], {dense.name: self.reference_graph, name: prepared[0].graph},
                         self.example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
-        for note in measured[0].extra.get("runtime_notes", []):
-            self.st.ctx.log(f"{name}: {note}")
         write_packages(prepared, measured, self.pctx)
         while len(self.runner.memo) > MEMO_STEPS:  # oldest first
             self.runner.memo.pop(next(iter(self.runner.memo)))

@@ -17,7 +17,7 @@ import numpy as np
 from slimship.evaluate.classification import classification_figures, wilson_interval
 from slimship.evaluate.compute import count_macs
 from slimship.evaluate.latency import interleaved_session_stats, torch_latency
-from slimship.evaluate.runtime_choice import batch_size_of, main_runtime, runtime_by_batch, switches, unconfirmed
+from slimship.evaluate.runtime_choice import main_runtime, runtime_by_batch
 
 LATENCY_ROUNDS, LATENCY_WARMUP = 5, 3
 
@@ -150,46 +150,20 @@ def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], e
                     batch_sizes: list[int], runs: int) -> None:
     """Latency p50 and p95 of every graph in every runtime it was measured in, all interleaved (machine drift
     lands on all alike); then each batch size of each model ships for the runtime it was fastest in there
-    (:func:`~slimship.evaluate.runtime_choice.runtime_by_batch`), the largest batch size's being its main one.
-
-    A batch size that would leave the reference runtime is timed again, in both runtimes, interleaved; it moves only
-    when the second timing confirms the gain. Otherwise it stays on the reference, both runtimes' figures at that
-    batch size become the second timing's, and the model's ``runtime_notes`` say so."""
+    (:func:`~slimship.evaluate.runtime_choice.runtime_by_batch`), the largest batch size's being its main one."""
     from slimship.core.runtime import REFERENCE_RUNTIME, session, side_by_side
 
     with side_by_side():
         sessions = {(m.name, rt): session(graphs[m.name], rt) for m in measurements for rt in m.runtimes}
-    shape = tuple(example_input.shape[1:])
-    lat = interleaved_session_stats(sessions, shape, tuple(batch_sizes), runs=runs,
+    lat = interleaved_session_stats(sessions, tuple(example_input.shape[1:]), tuple(batch_sizes), runs=runs,
                                     rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP, example=example_input)
+    del sessions
     for m in measurements:
         for rt, f in m.runtimes.items():
             f["latency_ms"] = {b: v["p50"] for b, v in lat[(m.name, rt)].items()}
             f["latency_p95_ms"] = {b: v["p95"] for b, v in lat[(m.name, rt)].items()}
-    chosen = {m.name: runtime_by_batch(m.runtimes, REFERENCE_RUNTIME) for m in measurements}
-    moved = {m.name: switches(chosen[m.name], REFERENCE_RUNTIME) for m in measurements}
-    again_keys = [(m.name, rt) for m in measurements if moved[m.name] and REFERENCE_RUNTIME in m.runtimes
-                  for rt in {REFERENCE_RUNTIME, *moved[m.name].values()}]
-    if again_keys:
-        sizes = sorted({batch_size_of(k) for mv in moved.values() for k in mv})
-        again = interleaved_session_stats({k: sessions[k] for k in again_keys}, shape, tuple(sizes), runs=runs,
-                                          rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP, example=example_input)
-        for m in measurements:
-            retimed = {rt: {b: v["p50"] for b, v in again[(name, rt)].items()} for name, rt in again if name == m.name}
-            for k in unconfirmed(chosen[m.name], retimed, REFERENCE_RUNTIME):
-                alt = chosen[m.name][k]
-                first = {rt: m.runtimes[rt]["latency_ms"][k] for rt in (alt, REFERENCE_RUNTIME)}
-                for rt in (alt, REFERENCE_RUNTIME):
-                    m.runtimes[rt]["latency_ms"][k] = again[(m.name, rt)][k]["p50"]
-                    m.runtimes[rt]["latency_p95_ms"][k] = again[(m.name, rt)][k]["p95"]
-                chosen[m.name][k] = REFERENCE_RUNTIME
-                m.extra.setdefault("runtime_notes", []).append(
-                    f"batch {batch_size_of(k)} stays on {REFERENCE_RUNTIME}: {alt} was faster in the first timing "
-                    f"({first[alt]:.3f} vs {first[REFERENCE_RUNTIME]:.3f} ms) but not when timed again "
-                    f"({retimed[alt][k]:.3f} vs {retimed[REFERENCE_RUNTIME][k]:.3f} ms)")
-    del sessions
-    for m in measurements:
-        m.ship_in(main_runtime(chosen[m.name], REFERENCE_RUNTIME), chosen[m.name])
+        by_batch = runtime_by_batch(m.runtimes, REFERENCE_RUNTIME)
+        m.ship_in(main_runtime(by_batch, REFERENCE_RUNTIME), by_batch)
 
 
 def measure_memory(measurements: list[Measurement], graphs: dict[str, bytes], example_input: Any, *,

@@ -7,10 +7,6 @@ batch size: at each one the model ships for the runtime with the lowest latency 
 
 - a runtime must be clearly faster to replace the reference at a batch size: its latency below ``1 - margin``
   (2 %) of the reference's, so timing noise does not move a batch size to a runtime that brings no gain;
-- and it must be so twice: the measure stage times the two runtimes of every such switch again, interleaved, and
-  the batch size stays on the reference when the second timing does not confirm the gain
-  (:func:`unconfirmed`). A transient slowdown of one runtime during the first timing once moved a W0 model's
-  batch 1 to OpenVINO, where it ran 1.6x slower than in ONNX Runtime (docs/runtimes.md);
 - a runtime whose validation accuracy is more than ``accuracy_tolerance`` (0.5 points) below the model's best
   runtime is not eligible at any batch size (it would mean that runtime computes the graph wrongly).
 
@@ -50,24 +46,6 @@ def runtime_by_batch(figures: dict[str, dict], reference: str, *, margin: float 
         fastest = min(timed, key=timed.get)
         ref = timed.get(reference)
         out[k] = reference if ref is not None and not timed[fastest] < (1 - margin) * ref else fastest
-    return out
-
-
-def switches(by_batch: dict[str, str], reference: str) -> dict[str, str]:
-    """The batch sizes that ship for another runtime than the reference: ``{"batch64": runtime, ...}``."""
-    return {k: rt for k, rt in by_batch.items() if rt != reference}
-
-
-def unconfirmed(by_batch: dict[str, str], again: dict[str, dict[str, float]], reference: str, *,
-                margin: float = MARGIN) -> list[str]:
-    """The batch sizes whose switch away from ``reference`` a second timing ``again`` (``{runtime: {"batch1": ms,
-    ...}}``, the reference and the runtimes switched to) does not confirm: the chosen runtime is not again below
-    ``1 - margin`` of the reference there. A switch the second timing did not cover is unconfirmed."""
-    out = []
-    for k, rt in switches(by_batch, reference).items():
-        ref, alt = again.get(reference, {}).get(k), again.get(rt, {}).get(k)
-        if ref is not None and not (alt is not None and alt < (1 - margin) * ref):
-            out.append(k)
     return out
 
 
