@@ -16,14 +16,27 @@ Pure functions of per-example correctness; no model, no runtime. Example::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Protocol, Sequence, TypeVar
 
 import numpy as np
 
 from slimship.core.errors import SlimshipError
 
-if TYPE_CHECKING:
-    from slimship.evaluate.measure import Measurement
+
+class Candidate(Protocol):
+    """What a decision reads of a measured model (:class:`slimship.evaluate.measure.Measurement` is one; this module
+    does not import it, so the measure stage may use :func:`judge`)."""
+
+    name: str
+    compressed: bool
+    size_bytes: int
+    extra: dict
+    val_predictions: Any
+
+    def val_correct(self) -> np.ndarray: ...
+
+
+M = TypeVar("M", bound=Candidate)
 
 #: The probability a candidate must reach to count as within budget. Not 0.5: the smallest of several candidates
 #: judged within ships, and candidates are tuned on the same validation images, so the one that ships tends to be
@@ -148,7 +161,7 @@ RULE = ("paired comparison on the validation images: posterior of the accuracy d
         "-budget) >= confidence; the smallest package within budget ships, else the reference")
 
 
-def decide(measured: list[Measurement], *, reference: str, budget_points: float,
+def decide(measured: list[Candidate], *, reference: str, budget_points: float,
            confidence: float = DEFAULT_CONFIDENCE) -> Decision:
     """Judge every compressed model against ``reference`` on validation and pick the smallest package within
     budget (the reference when none is). Marks each model's ``extra["within_budget"]`` and, for compressed
@@ -175,8 +188,8 @@ def decide(measured: list[Measurement], *, reference: str, budget_points: float,
     return decision
 
 
-def select_winner(measured: list[Measurement], *, reference: str, budget_points: float,
-                  confidence: float = DEFAULT_CONFIDENCE) -> Measurement:
+def select_winner(measured: list[M], *, reference: str, budget_points: float,
+                  confidence: float = DEFAULT_CONFIDENCE) -> M:
     """The measured model :func:`decide` ships."""
     d = decide(measured, reference=reference, budget_points=budget_points, confidence=confidence)
     return next(m for m in measured if m.name == d.shipped)

@@ -61,6 +61,14 @@ class Measurement:
             raise ValueError(f"{self.name}: no per-image validation predictions were kept")
         return np.asarray(self.val_predictions) == np.asarray(self.val_labels)
 
+    def val_correct_by_runtime(self) -> dict[str, np.ndarray]:
+        """Per runtime, per validation image: is this model right there? (empty without per-image results)"""
+        if self.val_labels is None:
+            return {}
+        labels = np.asarray(self.val_labels)
+        return {rt: np.asarray(vp) == labels for rt, (vp, _) in self.by_runtime.items()
+                if vp is not None and len(vp) == len(labels)}
+
     def ship_in(self, runtime: str, by_batch: dict[str, str] | None = None) -> None:
         """Make ``runtime`` the one this model ships for (its main runtime), and ``by_batch`` the runtime of each
         batch size (default: ``runtime`` at all). Headline accuracy, intervals, per-class figures and predictions
@@ -162,7 +170,7 @@ def measure_latency(measurements: list[Measurement], graphs: dict[str, bytes], e
         for rt, f in m.runtimes.items():
             f["latency_ms"] = {b: v["p50"] for b, v in lat[(m.name, rt)].items()}
             f["latency_p95_ms"] = {b: v["p95"] for b, v in lat[(m.name, rt)].items()}
-        by_batch = runtime_by_batch(m.runtimes, REFERENCE_RUNTIME)
+        by_batch = runtime_by_batch(m.runtimes, REFERENCE_RUNTIME, val_correct=m.val_correct_by_runtime())
         m.ship_in(main_runtime(by_batch, REFERENCE_RUNTIME), by_batch)
 
 
