@@ -1,11 +1,11 @@
 """How fast could a compressed structure be, before any training? Untrained copies of a CNN with whole blocks
-removed, channels narrowed or the input pooled, as int8 deploy graphs, timed against the dense fp32 graph.
+removed and, optionally, the input pooled, as int8 deploy graphs, timed against the dense fp32 graph.
 
     python benchmarks/structure_latency.py [--arch tf_efficientnet_lite0] [--size 64] [--drop 0 3 6 9]
                                            [--downscale] [--rounds 5]
 
-Latency depends on the structure, not on the weights, so a structure can be timed in seconds, before anything
-is trained: the way to know whether a speed target is reachable by dropping blocks, and how many must go. Each
+Latency depends on the structure, not on the weights, so a structure can be timed in about a minute, before
+anything is trained: the way to know whether a speed target is reachable by dropping blocks, and how many must go. Each
 structure is built with random weights (slimship's model factory, static "same" padding, BatchNorm folded at
 export), quantized to int8 as the `int8` method does it (static QDQ, per-channel weights, calibrated on random
 inputs: the scales do not change the kernels that run), and timed in ONNX Runtime with slimship's sessions,
@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
-from pathlib import Path
-
 import numpy as np
 
 
@@ -80,7 +78,7 @@ def int8_graph(fp32: bytes, size: int) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         opt = _optimize(fp32, tmp)
         return quantize_one(opt, calib, method="minmax", keep_fp32="none", reduce_range=True, per_channel=True,
-                            percentile=99.99, tmp=str(Path(tmp)))
+                            percentile=99.99, tmp=tmp)
 
 
 if __name__ == "__main__":

@@ -67,9 +67,10 @@ def eligible_runtimes(figures: dict[str, dict], accuracy_tolerance: float = ACCU
 
     best_val = max(f["val_accuracy"] for f in figures.values())
     best = next((rt for rt, f in figures.items() if f["val_accuracy"] == best_val), None)
+    per_image = val_correct or {}
     out = []
     for rt, f in figures.items():
-        mine, theirs = (val_correct or {}).get(rt), (val_correct or {}).get(best)
+        mine, theirs = per_image.get(rt), per_image.get(best)
         if mine is not None and theirs is not None and len(mine) == len(theirs) > 0:
             worse = 1 - judge(mine, theirs, 100 * accuracy_tolerance).probability
             ok = rt == best or worse < SURELY_WORSE
