@@ -195,6 +195,25 @@ def test_parse_mail_survives_an_unknown_charset():
     assert parse_mail(raw) == "hi caf\xe9"
 
 
+def test_parse_mail_reads_undeclared_8bit_text_in_the_charset_that_fits():
+    """SpamAssassin has such mails: an HTML part naming its charset only in <meta>, UTF-8 or Windows-1252 bytes
+    under no or an ASCII declaration, raw 8-bit subjects. None of them may turn into U+FFFD."""
+    russian = "ВНИМАНИЕ деньги"
+    koi8 = (b"Subject: [ILUG] " + russian.encode("koi8-r") + b"\nContent-Type: text/html\n\n"
+            b'<html><META content="text/html; charset=koi8-r" http-equiv=Content-Type><p>'
+            + russian.encode("koi8-r") + b"</p></html>\n")
+    assert parse_mail(koi8) == f"[ILUG] {russian} {russian}"
+    utf8 = "Subject: hi\nContent-Type: text/plain; charset=us-ascii\n\nGrüße ça\n".encode("utf-8")
+    assert parse_mail(utf8) == "hi Grüße ça"
+    cp1252 = b"Subject: Gambler wins \xa37,000\nContent-Type: text/plain; charset=utf-8\n\n\x93quoted\x94 caf\xe9\n"
+    assert parse_mail(cp1252) == "Gambler wins £7,000 \u201cquoted\u201d café"
+    turkish = "çekilişini kaçırmayın"
+    declared = (b"Subject: " + turkish.encode("iso-8859-9") + b"\nContent-Type: text/plain; charset=iso-8859-9\n\n"
+                + turkish.encode("iso-8859-9") + b"\n")
+    assert parse_mail(declared) == f"{turkish} {turkish}"
+    assert "\ufffd" not in parse_mail(b"Subject: x\nContent-Type: text/plain; charset=utf-8\n\n\x81\x8d\x8f\n")
+
+
 # ---- preprocessing ------------------------------------------------------------------------------------------
 
 
