@@ -71,7 +71,7 @@ def test_interval_covers_the_true_difference_as_often_as_it_says():
 
 
 def test_bad_inputs():
-    with pytest.raises(SlimshipError, match="same validation images"):
+    with pytest.raises(SlimshipError, match="same validation examples"):
         judge([True, False], [True], 1.0)
     with pytest.raises(SlimshipError, match="between 0 and 1"):
         judge([True], [True], 1.0, confidence=1.0)

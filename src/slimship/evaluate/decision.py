@@ -75,7 +75,7 @@ class Judgement:
 
     def describe(self) -> str:
         lo, hi = self.interval_points
-        return (f"{self.difference_points:+.2f} points on {self.n} validation images "
+        return (f"{self.difference_points:+.2f} points on {self.n} validation examples "
                 f"({100 * self.level:.0f} % interval {lo:+.2f} to {hi:+.2f}); "
                 f"P(within {self.budget_points:g} point(s)) = {self.probability:.2f}")
 
@@ -100,7 +100,7 @@ def judge(candidate_correct: Sequence[bool] | np.ndarray, reference_correct: Seq
     c = np.asarray(candidate_correct, dtype=bool).ravel()
     r = np.asarray(reference_correct, dtype=bool).ravel()
     if c.shape != r.shape or c.size == 0:
-        raise SlimshipError(f"judge needs per-image correctness of both models on the same validation images "
+        raise SlimshipError(f"judge needs per-example correctness of both models on the same validation examples "
                             f"(got {c.size} and {r.size}): measure both on the validation split")
     if not 0 < confidence < 1 or not 0 < level < 1:
         raise SlimshipError(f"confidence {confidence} and level {level} must lie between 0 and 1 (exclusive)")

@@ -72,7 +72,7 @@ def decision_lines(metrics: dict) -> list[str]:
     d = metrics.get("decision")
     if d:
         lines.append(f"Decision: {d['summary']}. P(within) is the probability, from a paired comparison on the same "
-                     f"validation images, that a model loses at most {d['budget_points']:g} point(s); a candidate "
+                     f"validation examples, that a model loses at most {d['budget_points']:g} point(s); a candidate "
                      f"ships when it reaches {d['confidence']:g} (docs/decision.md).")
     m = (metrics.get("conditions") or {}).get("machine")
     if m:
