@@ -8,8 +8,9 @@ Nothing here touches the network or runs anything from a message.
 A part's bytes are decoded with the first charset that decodes them without error, of: the part's declared
 charset (unless it is plain ASCII, which mailers often declare, or leave as the default, over 8-bit text), an
 HTML part's own ``<meta charset>``, UTF-8, then Windows-1252 and Latin-1 (which decodes any byte). Decoding
-with the declared ASCII and replacing the rest turned 3 % of the SpamAssassin mails (Russian, Turkish, Japanese
-spam; accented ham) into runs of U+FFFD.
+with the declared ASCII and replacing the rest turned 3 % of the SpamAssassin mails (Russian, Turkish and Korean
+spam; pound signs and accents in ham) partly into runs of U+FFFD. There is no charset detection: undeclared CJK
+bytes come out as Windows-1252 letters.
 """
 
 from __future__ import annotations
