@@ -64,6 +64,8 @@ def test_init_writes_a_text_recipe_and_run_ships_it_unedited(shipped):
     assert by["half-layers-pruned-int8"]["notes"]["drop_layers"]["kept"] == [1]
     assert by["half-layers-pruned-int8"]["size_bytes"] < by["half-layers-int8"]["size_bytes"]
     assert "texts, 2 classes, tokenized to at most 64 tokens" in (out / "report.md").read_text()
+    log = (out / "run.log").read_text()
+    assert "texts/s" in log and "img/s" not in log  # training speed in texts
     # precision auto: a text model trains in bf16 on a CPU with AMX (faster there), else fp32
     from slimship.core.device import cpu_has_amx
 

@@ -52,6 +52,12 @@ class Preprocessing(Protocol):
 PREPROCESSINGS: Registry[type] = Registry("preprocessing kind")
 
 
+def rate_unit(pre: Any) -> str:
+    """The throughput unit of training logs for what ``pre`` reads: "img/s", "texts/s"."""
+    kind = getattr(pre, "examples", "images")
+    return "img/s" if kind == "images" else f"{kind}/s"
+
+
 def preprocessing_from_dict(d: Any, read_file: Callable[[str], bytes] | None = None) -> Preprocessing:
     """Rebuild a preprocessing from its ``to_dict()`` (a dict without ``kind`` is an image one: packages written
     before kinds existed); ``read_file(name)`` reads the data files it names (a package's parts: what ``files()``

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from slimship.core.cache import StageCache, stage_key
 from slimship.core.device import CPU, Device
 from slimship.core.memory import release_memory
+from slimship.core.preprocessing import rate_unit
 from slimship.transfer.trainer import TrainConfig, train
 from slimship.transfer.probe import extract_features, fit_linear_head, set_head_
 from slimship.transfer.strategies import STRATEGIES
@@ -186,7 +187,7 @@ def _finetune(inp: TransferInputs, probe: TrainedModel, tdict: dict) -> TrainedM
         model, inp.data.train, inp.data.val, inp.pre, cfg, groups=inp.adapter.layer_groups(model),
         progress=inp.reporter, desc=t.strategy, device=inp.device)), t.strategy, inp.reporter.log)
     inp.reporter.log(f"{t.strategy}: val {_best_val(notes):.4f} ({_ran(notes)}, "
-                     f"{notes['images_per_second']} img/s, {secs:.0f} s)")
+                     f"{notes['images_per_second']} {rate_unit(inp.pre)}, {secs:.0f} s)")
     return TrainedModel("finetuned", t.strategy, model.eval(), key, secs, {**notes, "val_accuracy": _best_val(notes)})
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from slimship.core.device import CPU, Device
 from slimship.core.errors import RecipeError
-from slimship.core.preprocessing import Preprocessing
+from slimship.core.preprocessing import Preprocessing, rate_unit
 from slimship.data.task import Examples
 
 
@@ -375,7 +375,8 @@ def _train(model, train_data, val_data, pre, cfg, groups, teacher, after_step, p
         if task is not None:
             pct = int(prog * 100)
             if pct > pct_reported:
-                task.advance(pct - pct_reported, rate=f"{seen / max(time.perf_counter() - start, 1e-9):.0f} img/s")
+                rate = seen / max(time.perf_counter() - start, 1e-9)
+                task.advance(pct - pct_reported, rate=f"{rate:.0f} {rate_unit(pre)}")
                 pct_reported = pct
     if best_state is not None:
         model.load_state_dict(best_state)
