@@ -100,7 +100,8 @@ def evaluate_package(package: PackageRef, data: str | Path, base: str | Path | N
         PackageError: as :func:`load`. DataError: the data cannot be read, holds the other kind of examples,
             or has classes the package lacks. ValueError: ``base`` with a package loaded already.
     """
-    from slimship.data.inputs import examples_of, load_eval_examples
+    from slimship.core.preprocessing import examples_of
+    from slimship.data.inputs import load_eval_examples
 
     pkg = _loaded(package, base, runtime)
     # lazy: an image folder is decoded a chunk at a time, straight to the package's input size

@@ -52,9 +52,14 @@ class Preprocessing(Protocol):
 PREPROCESSINGS: Registry[type] = Registry("preprocessing kind")
 
 
+def examples_of(pre: Any) -> str:
+    """What ``pre`` reads: "images" (the default of preprocessings that do not say) or "texts"."""
+    return getattr(pre, "examples", "images")
+
+
 def rate_unit(pre: Any) -> str:
     """The throughput unit of training logs for what ``pre`` reads: "img/s", "texts/s"."""
-    kind = getattr(pre, "examples", "images")
+    kind = examples_of(pre)
     return "img/s" if kind == "images" else f"{kind}/s"
 
 

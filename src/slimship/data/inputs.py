@@ -7,14 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from slimship.core.errors import DataError
+from slimship.core.preprocessing import examples_of
 from slimship.data.folder import image_files
 from slimship.data.sources import SOURCES, load_eval_split, resolve_source
 from slimship.data.text import read_texts_for_prediction
-
-
-def examples_of(pre: Any) -> str:
-    """What ``pre`` reads: "images" (the default of preprocessings that do not say) or "texts"."""
-    return getattr(pre, "examples", "images")
 
 
 def check_examples(source: str, holds: str, pre: Any) -> None:

@@ -156,8 +156,8 @@ class Decision:
                 "judgements": {k: j.to_dict() for k, j in self.judgements.items()}}
 
 
-RULE = ("paired comparison on the validation images: posterior of the accuracy difference (Dirichlet, Jeffreys "
-        "prior, over images only one model gets right); a candidate is within budget when P(difference >= "
+RULE = ("paired comparison on the validation examples: posterior of the accuracy difference (Dirichlet, "
+        "Jeffreys prior, over examples only one model gets right); a candidate is within budget when P(difference >= "
         "-budget) >= confidence; the smallest package within budget ships, else the reference")
 
 

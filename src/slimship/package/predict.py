@@ -32,7 +32,8 @@ def iter_predictions(pkg: Any, images: Sequence[str | Path] | str | Path | np.nd
     size), or uint8 images ``[N, H, W, C]`` as the data sources deliver them; for a text package, texts or text
     files (.txt, .eml), and the key is ``"text"`` (the file, or the text's start). Raises DataError for no inputs,
     a missing path, a folder without images, or a file that is not an image."""
-    from slimship.data.inputs import examples_of, read_inputs
+    from slimship.core.preprocessing import examples_of
+    from slimship.data.inputs import read_inputs
 
     key = "text" if examples_of(pkg.preprocessing) == "texts" else "image"
     if isinstance(images, np.ndarray):
