@@ -68,7 +68,9 @@ def fit_linear_head(
 
         opt.step(closure)
         with torch.no_grad():
-            acc = ((xv @ w.T + b).argmax(1) == val_y).float().mean().item()
+            # right / total in float64, as the trainer counts: a tie with the fine-tune must stay a tie
+            right = ((xv @ w.T + b).argmax(1) == val_y).sum().item()
+            acc = right / len(val_y) if len(val_y) else float("nan")
         trials.append({"l2": l2, "val_accuracy": acc})
         if best is None or acc > best[0]:
             best = (acc, w.detach().clone(), b.detach().clone(), l2)
