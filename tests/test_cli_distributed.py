@@ -48,6 +48,7 @@ def runs(tmp_path_factory):
     # train` each process normalises with its own half batch, as DDP without SyncBatchNorm does)
     r["transfer"].update(bn="frozen", scratch_baseline=False)
     r["evaluate"]["batch_sizes"] = [1]
+    r["refit"] = True  # after rank 0's decision, every process trains the refit (api/refit.py)
     (root / "recipe.yaml").write_text(yaml.safe_dump(r))
     one = _slimship("run", str(root / "recipe.yaml"), "--out", str(root / "one"), "--quiet", "--device", "cpu")
     assert one.returncode == 0, one.stderr[-3000:]
@@ -74,6 +75,13 @@ def test_two_processes_record_the_world_and_match_one_process(runs):
     h1, h2 = ([h["val_accuracy"] for h in d["finetuned"]["notes"]["history"]] for d in (by1, by2))
     assert h1 == h2
     assert by2["finetuned"]["accuracy"] > 0.6
+    # the refit: the same shipped model trained again on train + validation, alike in one and two processes
+    r1, r2 = one["refit"], two["refit"]
+    assert r1["source"] == r2["source"] == two["selected"] and r2["shipped"] == two["selected"] + "-refit"
+    assert r2["train_examples"] == two["dataset"]["sizes"]["train"] + two["dataset"]["sizes"]["val"]
+    for a, b in zip(r1["models"], r2["models"]):
+        assert a["name"] == b["name"] and abs(a["accuracy"] - b["accuracy"]) <= 1 / 36 + 1e-9, a["name"]
+    assert r2["models"][0]["notes"]["device"]["world_size"] == 2
 
 
 def test_only_rank_zero_wrote_and_the_package_verifies(runs):
@@ -84,7 +92,7 @@ def test_only_rank_zero_wrote_and_the_package_verifies(runs):
     p = _slimship("verify", str(out / "model.slim"))
     assert p.returncode == 0, p.stderr
     m = _metrics(out)
-    shipped = next(e for e in m["models"] if e["name"] == m["selected"])
+    shipped = next(e for e in m["refit"]["models"] if e["name"] == m["refit"]["shipped"])  # model.slim is the refit
     p = _slimship("eval", str(out / "model.slim"), "--data", str(runs / "tiny.npz"), "--json")
     assert p.returncode == 0, p.stderr
     assert abs(json.loads(p.stdout)["accuracy"] - shipped["accuracy"]) <= 0.002
@@ -98,3 +106,4 @@ def test_a_rerun_resumes_from_rank_zeros_cache(runs):
     assert "restored from cache" in log and "recovery round" not in log  # nothing trained again
     after = _metrics(runs / "two")
     assert [(m["name"], m["accuracy"]) for m in after["models"]] == [(m["name"], m["accuracy"]) for m in before["models"]]
+    assert [m["accuracy"] for m in after["refit"]["models"]] == [m["accuracy"] for m in before["refit"]["models"]]

@@ -34,6 +34,7 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
     """
     import torch
 
+    from slimship.api.refit import refit
     from slimship.compress.pipeline import compress
     from slimship.core.runtime import runtimes_to_measure
 
@@ -54,6 +55,12 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
         if world.main:  # measuring and packaging are rank 0's alone; the others wait for its metrics
             folder.begin_outputs()  # from here until finish() the folder is marked INCOMPLETE
             metrics = _measure_and_package([*st.transferred.models, *compressed], st.reference.name, st, out)
+        if recipe.refit:  # every process trains the refit; rank 0 measures and ships it (api/refit.py)
+            shipped = world.broadcast_json(metrics["selected"] if world.main else None)
+            fit = refit(st, shipped, lambda fingerprint: data_key(recipe, fingerprint, dev))
+            if world.main:
+                metrics["refit"] = _measure_refit(fit, st, out)
+        if world.main:
             metrics.update(wall_seconds=round(time.perf_counter() - t_start, 1), threads=torch.get_num_threads(),
                            device={**dev.describe(), "devices": devices}, measured_on=_measured_on(),
                            reference_choice=st.transferred.choice)
@@ -144,19 +151,24 @@ def open_stages(recipe: Recipe, out: Path, rep: Reporter, dev=None) -> Stages:
     built = adapter.build(data.num_classes)
     w = built.weights_report
     rep.log(f"model {adapter.architecture}: weights {w.get('source')} ({w.get('layout', '-')}, {w.get('loaded', 0)} tensors)")
-    # The data's bytes are part of the key: editing the image folder must not reuse stale stage results.
-    # A scaled batch trains differently, so it is part of the key too (the device itself is not: a run may
-    # resume on another device).
-    scale = [{"batch_scale": dev.batch_scale}] if dev.batch_scale != 1 else []
-    base_key = stage_key(rd["model"], rd["data"], recipe.seed, data.fingerprint, *scale)
     transferred = transfer(TransferInputs(section=recipe.transfer, seed=recipe.seed, adapter=adapter,
                                           pretrained=built.model, data=data, pre=pre, cache=cache,
-                                          base_key=base_key, reporter=rep, device=dev))
+                                          base_key=data_key(recipe, data.fingerprint, dev), reporter=rep, device=dev))
     ref = transferred.reference
     ctx = CompressContext(adapter=adapter, train=data.train, val=data.val, pre=pre, teacher=ref.model,
                           num_classes=data.num_classes, log=rep.log, progress=rep, seed=recipe.seed,
                           device=dev, source=built.model)
     return Stages(recipe, rd, adapter, data, pre, cache, dev, transferred, ctx, rep)
+
+
+def data_key(recipe: Recipe, fingerprint: str, dev) -> str:
+    """The stage key every transfer stage starts from: model, data section, seed, the data's ``fingerprint``.
+    The data's bytes are part of the key: editing the image folder must not reuse stale stage results. A scaled
+    batch trains differently, so it is part of the key too (the device itself is not: a run may resume on another
+    device)."""
+    rd = recipe_to_dict(recipe)
+    scale = [{"batch_scale": dev.batch_scale}] if dev.batch_scale != 1 else []
+    return stage_key(rd["model"], rd["data"], recipe.seed, fingerprint, *scale)
 
 
 def open_run_folder(out: str | Path, fresh: bool = False, world=None, clean: bool = True) -> RunFolder:
@@ -221,7 +233,6 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
     from slimship.evaluate.decision import decide
     from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, predictions_arrays
     from slimship.evaluate.runtime_choice import describe
-    from slimship.package import stage as package
 
     recipe, rep, data, pre = st.recipe, st.rep, st.data, st.pre
     ev = recipe.evaluate
@@ -238,12 +249,7 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
                                                           for m in measured))
     measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
     write_packages(prepared, measured, pctx)
-    for p, m in zip(prepared, measured):
-        if p.delta is not None:
-            full = next(x.size_bytes for x in measured if x.name == "finetuned")
-            m.extra["delta_package"] = dp = package.write_delta(p, pctx, full)
-            rep.log(f"{m.name}: stored as {dp['bytes']:,} bytes against packages/base.slim ({dp['base_bytes']:,} "
-                    f"bytes, shared by every task)")
+    _write_deltas(prepared, measured, pctx, "finetuned", rep)
     decision = decide(measured, reference=reference, budget_points=recipe.compress.accuracy_budget,
                       confidence=recipe.compress.confidence)
     rep.log(f"decision: {decision.summary()}")
@@ -264,6 +270,59 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
         "recipe_spec": st.rd,
         "models": [m.to_dict() for m in measured],
     }
+
+
+def _write_deltas(prepared: list, measured: list, pctx, full: str, rep) -> None:
+    """Each task model trained as a delta on the pretrained base is also stored as that delta (``full``: the model
+    whose full package its size is compared with)."""
+    from slimship.package import stage as package
+
+    for p, m in zip(prepared, measured):
+        if p.delta is not None:
+            size = next(x.size_bytes for x in measured if x.name == full)
+            m.extra["delta_package"] = dp = package.write_delta(p, pctx, size)
+            rep.log(f"{m.name}: stored as {dp['bytes']:,} bytes against packages/base.slim ({dp['base_bytes']:,} "
+                    f"bytes, shared by every task)")
+
+
+def _measure_refit(fit, st: Stages, out: Path) -> dict:
+    """Measure the refit models (api/refit.py) on test, their latency interleaved against the refit reference's
+    fp32 graph, write their packages and make the refit shipped model ``model.slim``. Returns metrics["refit"]."""
+    import dataclasses
+
+    from slimship.evaluate.measure import measure_latency, measure_memory, predictions_arrays
+
+    if fit.skipped:
+        return {"skipped": fit.skipped, "source": fit.source}
+    ev, rep = st.recipe.evaluate, st.rep
+    # no validation figures: the refit models trained on those examples
+    unseen = dataclasses.replace(st, data=dataclasses.replace(st.data, val=st.data.val.take(slice(0, 0))))
+    pctx = package_context(st, out / "packages")
+    prepared, measured = measure_prepared(fit.models, fit.reference.name, unseen, pctx)
+    rep.log(f"latency: {len(measured)} refit graphs, interleaved, batch sizes {ev.batch_sizes}; peak memory")
+    graphs, example = {p.source.name: p.graph for p in prepared}, st.adapter.example_input(1)
+    measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
+    measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
+    write_packages(prepared, measured, pctx)
+    _write_deltas(prepared, measured, pctx, fit.reference.name, rep)
+    winner = measured[-1]
+    write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(winner.package, tmp))
+    old = out / "predictions.npz"
+    arrays = _loadz(old) | {k: v for k, v in predictions_arrays(measured, unseen.data.test.y.numpy()).items()
+                            if k.startswith("test/")}
+    write_atomically(old, lambda tmp: _savez(tmp, arrays))
+    rep.log(f"refit: ships {winner.name}: {100 * winner.accuracy:.2f} % on test "
+            f"({fit.reference.name} {100 * measured[0].accuracy:.2f} %)")
+    return {"shipped": winner.name, "source": fit.source, "reference": fit.reference.name, "epochs": fit.epochs,
+            "train_examples": fit.train_examples, "package": str(out / "model.slim"),
+            "models": [m.to_dict() for m in measured]}
+
+
+def _loadz(path: Path) -> dict:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def _epochs(notes: dict) -> float | None:

@@ -154,6 +154,25 @@ def decision_section(metrics: dict) -> str:
     return "".join(parts)
 
 
+def _refit_head(metrics: dict) -> str:
+    """The header's word on the refit: model.slim is the refit shipped model (api/refit.py)."""
+    r = metrics.get("refit") or {}
+    ship = next((e for e in r.get("models", []) if e["name"] == r.get("shipped")), None)
+    if ship is None:
+        return ""
+    return (f" Then refit on training + validation: model.slim is <b>{escape(ship['name'])}</b>, "
+            f"{_pct(ship['accuracy'])} % on test.")
+
+
+def refit_section(metrics: dict) -> str:
+    """What ``refit: true`` trained again and its test figures (evaluate/report.py's rows)."""
+    from slimship.evaluate.report import refit_columns, refit_rows, refit_summary
+
+    cols = refit_columns(metrics)
+    rows = [("shipped" if r["name"].endswith(" *") else "", [escape(r[k]) for k, _ in cols]) for r in refit_rows(metrics)]
+    return f"<p>{escape(refit_summary(metrics))}</p>" + (_table([h for _, h in cols], rows) if rows else "")
+
+
 def _ref(metrics: dict) -> dict:
     return next(e for e in metrics["models"] if e["name"] == metrics["reference"])
 
@@ -242,9 +261,11 @@ def render_html(metrics: dict, layers: dict[str, list[dict]] | None = None, reci
             f"{', at ' + str(ds['image_size']) + ' px' if ds.get('image_size') else ''}. Shipped "
             f"<b>{escape(shipped['name'])}</b>: {_pct(shipped['accuracy'])} % on test "
             f"({100 * (shipped['accuracy'] - ref['accuracy']):+.2f} vs {escape(ref['name'])}), "
-            f"{_mb(shipped['size_bytes'])} ({ref['size_bytes'] / max(1, shipped['size_bytes']):.2f}× smaller).</p>")
+            f"{_mb(shipped['size_bytes'])} ({ref['size_bytes'] / max(1, shipped['size_bytes']):.2f}× smaller)."
+            f"{_refit_head(metrics)}</p>")
     sections = [
         ("The decision and its uncertainty", decision_section(metrics)),
+        *([("Refit on training + validation", refit_section(metrics))] if metrics.get("refit") else []),
         ("Trade-offs", "<p>Test accuracy with its 95 % interval; the dashed red line is the budget; the orange step "
                        "line links the models no other beats on both axes.</p><div class='plots'>"
                        + "".join(pareto_plots(metrics)) + "</div>"),

@@ -92,7 +92,19 @@ class Measurement:
             d.pop(k)
         if d["pytorch_eager_latency_ms"] is None:
             del d["pytorch_eager_latency_ms"]
-        return {**d, **extra}
+        return _nan_to_none({**d, **extra})
+
+
+def _nan_to_none(obj: Any) -> Any:
+    """``obj`` with every NaN float as None (JSON has no NaN; a split with no examples scores NaN: a refit model's
+    validation, api/refit.py)."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 @dataclass(frozen=True)

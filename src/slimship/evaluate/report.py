@@ -104,6 +104,49 @@ RUNTIME_COLUMNS = [("name", "model"), ("runtime", "runtime"), ("ships", "ships i
                    ("val", "val acc %"), ("latency", "ms per batch"), ("speedup", "× dense (ONNX Runtime)")]
 
 
+def refit_summary(metrics: dict) -> str:
+    """One paragraph on the refit (``refit: true``): what was trained again on which examples and what ships;
+    "" for a run without it."""
+    r = metrics.get("refit")
+    if not r:
+        return ""
+    if r.get("skipped"):
+        return f"Refit: skipped ({r['skipped']}); model.slim is the first fit's `{r['source']}`."
+    first = {e["name"]: e for e in metrics["models"]}
+    by = {e["name"]: e for e in r["models"]}
+    ship, ref = by[r["shipped"]], by[r["reference"]]
+    made = "" if ship is ref else f" and `{r['source']}` made again from it (any recovery on the same examples)"
+    also = "" if ship is ref else (f"; `{ref['name']}` {100 * ref['accuracy']:.2f} % (the first fit's "
+                                   f"{100 * first[metrics['reference']]['accuracy']:.2f} %)")
+    return (f"Refit: after the decision, `{metrics['reference']}` was trained again on the {r['train_examples']} "
+            f"training + validation examples ({r['epochs']:g} epochs, where the first fit kept its pass){made}. "
+            f"Shipped as model.slim: `{ship['name']}`, {100 * ship['accuracy']:.2f} % on test (the first fit's "
+            f"`{r['source']}`: {100 * first[r['source']]['accuracy']:.2f} %){also}. The refit models have no "
+            "validation figures: they trained on those examples.")
+
+
+def refit_rows(metrics: dict) -> list[dict]:
+    """The refit models' figures, against the refit reference in ONNX Runtime fp32 (measured in the same
+    interleaved round)."""
+    r = metrics.get("refit") or {}
+    if not r.get("models"):
+        return []
+    ref = next(e for e in r["models"] if e["name"] == r["reference"])
+    base, big = _baseline_latency(ref), large_batch(metrics)
+    return [{"name": e["name"] + (" *" if e["name"] == r["shipped"] else ""),
+             "accuracy": f"{100 * e['accuracy']:.2f}", "delta": f"{100 * (e['accuracy'] - ref['accuracy']):+.2f}",
+             "size": _mb(e["size_bytes"]), "smaller": f"{ref['size_bytes'] / e['size_bytes']:.2f}x",
+             "runtime": describe(e.get("runtime_by_batch", {}), e.get("runtime", "onnxruntime"), short=True),
+             "b1": f"{e['latency_ms'].get('batch1', float('nan')):.2f}",
+             "b64": f"{e['latency_ms'].get(big, float('nan')):.1f}", "speedup": _speedup(e["latency_ms"], base)}
+            for e in r["models"]]
+
+
+def refit_columns(metrics: dict) -> list[tuple[str, str]]:
+    keep = ("name", "accuracy", "delta", "size", "smaller", "runtime", "b1", "b64", "speedup")
+    return [(k, h) for k, h in columns(metrics) if k in keep]
+
+
 def _table(columns: list[tuple[str, str]], rows: list[dict]) -> list[str]:
     return (["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
             + ["| " + " | ".join(r[k] for k, _ in columns) + " |" for r in rows])
@@ -145,6 +188,10 @@ def render_markdown(metrics: dict) -> str:
     ]
     lines += decision_lines(metrics)
     lines.append("")
+    if metrics.get("refit"):
+        lines += ["## Refit on training + validation", "", refit_summary(metrics), ""]
+        if refit_rows(metrics):
+            lines += [*_table(refit_columns(metrics), refit_rows(metrics)), ""]
     rt_rows = runtime_rows(metrics)
     if rt_rows:
         from slimship.evaluate.runtime_choice import ACCURACY_TOLERANCE, MARGIN

@@ -213,6 +213,8 @@ class Recipe(_Strict):
     compress: CompressSection = CompressSection()
     evaluate: EvaluateSection = EvaluateSection()
     device: DeviceSection = DeviceSection()
+    refit: bool = Field(False, description="after the decision, train the shipped model again on training + "
+                                           "validation, measure it on test and ship it (docs/decision.md)")
 
     @model_validator(mode="after")
     def _version(self):

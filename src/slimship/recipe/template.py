@@ -151,6 +151,9 @@ compress:
 evaluate:
   batch_sizes: [1, 64]
   latency_runs: 30
+
+# refit: true     # after the decision, train the shipped model again on training + validation and ship
+#                 # that (more labels for it, about one more fine-tune of time; docs/decision.md)
 """
 
 

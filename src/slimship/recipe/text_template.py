@@ -150,6 +150,9 @@ compress:
 evaluate:
   batch_sizes: [1, 32]           # latency at max_length tokens
   latency_runs: 10
+
+# refit: true     # after the decision, train the shipped model again on training + validation and ship
+#                 # that (more labels for it, about one more fine-tune of time; docs/decision.md)
 """
 
 

@@ -110,10 +110,8 @@ def _best_val(notes: dict) -> float:
 
 def transfer(inp: TransferInputs) -> TransferResult:
     """Run the recipe's transfer section (see the module docstring)."""
-    t, rep = inp.section, inp.reporter
-    # The fine-tune's cache key must not change when only the scratch baseline's settings do.
-    # (lora: its own section joins the key of its own stage)
-    tdict = t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr", "delta", "lora"})
+    t = inp.section
+    tdict = transfer_section_key(t)
     models = [_probe(inp)]
     if t.strategy != "probe":
         finetuned = STRATEGIES.get(t.strategy)(inp, models[0], tdict)
@@ -124,6 +122,12 @@ def transfer(inp: TransferInputs) -> TransferResult:
     if t.scratch_baseline:
         models.append(_scratch(inp, tdict))
     return TransferResult(models, reference, choice)
+
+
+def transfer_section_key(t) -> dict:
+    """The transfer section as the fine-tune's cache key holds it: without the scratch baseline's settings (which
+    must not retrain the fine-tune), nor delta's and lora's (their own stages key on them)."""
+    return t.model_dump(mode="json", exclude={"scratch_baseline", "scratch_budget", "scratch_lr", "delta", "lora"})
 
 
 def choose_reference(transferred: list[TrainedModel], log: Callable[[str], None]) -> tuple[TrainedModel, dict]:
