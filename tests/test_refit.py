@@ -63,6 +63,16 @@ def test_the_shipped_model_trains_again_on_training_and_validation_and_ships(ref
     assert json.loads((out / "metrics.json").read_text())["refit"]["shipped"] == "int8-refit"
 
 
+def test_the_terminal_table_names_the_refit_model_as_shipped(refit_run, capsys):
+    from slimship.cli.table import print_table
+
+    out, _, m = refit_run
+    print_table(m)
+    text = capsys.readouterr().out
+    assert f"{out / 'model.slim'} = int8-refit:" in text and "refit on training + validation" in text
+    assert (out / "run.log").read_text().rstrip().endswith("(int8-refit)")
+
+
 def test_a_rerun_takes_the_refit_from_the_stage_cache(refit_run):
     out, m, again = refit_run
     log = (out / "run.log").read_text().split("device:")[-1]  # the second run's lines

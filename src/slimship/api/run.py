@@ -66,7 +66,8 @@ def run(recipe: Recipe, out: str | Path, *, quiet: bool = False, fresh: bool = F
                            reference_choice=st.transferred.choice)
             _write_reports(metrics, out, rep)
             folder.finish()
-            rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({metrics['selected']})")
+            shipped = (metrics.get("refit") or {}).get("shipped") or metrics["selected"]
+            rep.log(f"done in {metrics['wall_seconds']} s: {out / 'model.slim'} ({shipped})")
         return world.broadcast_json(metrics)
     finally:
         rep.close()

@@ -8,7 +8,7 @@ def print_table(metrics: dict) -> None:
     from rich.table import Table
 
     from slimship.evaluate.report import (RUNTIME_COLUMNS, columns, comparison_rows, decision_lines, large_batch,
-                                          runtime_rows)
+                                          refit_columns, refit_rows, refit_summary, runtime_rows)
     from slimship.evaluate.runtime_choice import describe
 
     c = Console(width=max(160, Console().width))
@@ -16,6 +16,8 @@ def print_table(metrics: dict) -> None:
         (f"slimship: {metrics['recipe']} (test accuracy, package bytes, CPU latency in the runtime each ships for)",
          columns(metrics), comparison_rows(metrics)),
         ("every model in every runtime", RUNTIME_COLUMNS, runtime_rows(metrics)),
+        ("refit on training + validation (test accuracy; speed-ups against the refit fine-tune)",
+         refit_columns(metrics), refit_rows(metrics)),
     ]:
         if not rows:
             continue
@@ -37,6 +39,12 @@ def print_table(metrics: dict) -> None:
     for line in decision_lines(metrics):
         c.print(line, highlight=False, markup=False)
     win = next(e for e in metrics["models"] if e["name"] == metrics["selected"])
+    refit = metrics.get("refit") or {}
+    if refit:
+        c.print(refit_summary(metrics), highlight=False, markup=False)
+    if refit.get("models"):  # model.slim is the refit shipped model, compared with the refit reference
+        by = {e["name"]: e for e in refit["models"]}
+        win, ref = by[refit["shipped"]], by[refit["reference"]]
     c.print(f"shipped: {metrics['package']} = {win['name']}: {100 * win['accuracy']:.2f} % "
             f"({100 * (win['accuracy'] - ref['accuracy']):+.2f} vs dense), {win['size_bytes']:,} bytes "
             f"({ref['size_bytes'] / win['size_bytes']:.2f}x smaller), runs in "
