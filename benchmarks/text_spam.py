@@ -221,8 +221,9 @@ def main() -> int:
         for e in refit:
             lat = e["latency_ms"]
             print(f"{'slimship ' + e['name']:34s} {100 * e['accuracy']:7.2f} "
-                  f"{100 * (e['accuracy'] - ref['accuracy']):+6.2f} {e['size_bytes'] / 1e6:7.2f} {ref['size_bytes'] / e['size_bytes']:9.2f} {lat['batch1']:8.2f} "
-                  f"{lat['batch32']:8.1f} {rl['batch1'] / lat['batch1']:7.2f} / {rl['batch32'] / lat['batch32']:.2f}")
+                  f"{100 * (e['accuracy'] - ref['accuracy']):+6.2f} {e['size_bytes'] / 1e6:7.2f} "
+                  f"{ref['size_bytes'] / e['size_bytes']:9.2f} {lat['batch1']:8.2f} {lat['batch32']:8.1f} "
+                  f"{rl['batch1'] / lat['batch1']:7.2f} / {rl['batch32'] / lat['batch32']:.2f}")
     elif m.get("refit"):
         print(f"\nrefit skipped: {m['refit']['skipped']}")
     tfidf = max(acc for _, acc, _ in peers)

@@ -49,7 +49,8 @@ def test_the_shipped_model_trains_again_on_training_and_validation_and_ships(ref
     assert r["epochs"] == kept_epochs(next(e for e in m["models"] if e["name"] == "finetuned")["notes"])
     for e in r["models"]:  # measured on test, with no validation figure (they trained on it)
         assert 0 <= e["accuracy"] <= 1 and e["val_accuracy"] is None
-        assert e["latency_ms"]["batch1"] > 0 and e["size_bytes"] == (out / "packages" / f"{e['name']}.slim").stat().st_size
+        assert e["latency_ms"]["batch1"] > 0
+        assert e["size_bytes"] == (out / "packages" / f"{e['name']}.slim").stat().st_size
     assert by["int8-refit"]["size_bytes"] < ref["size_bytes"]
     # model.slim is the refit shipped model, byte for byte; the first fit's packages stay
     assert (out / "model.slim").read_bytes() == (out / "packages" / "int8-refit.slim").read_bytes()

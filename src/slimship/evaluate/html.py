@@ -169,7 +169,8 @@ def refit_section(metrics: dict) -> str:
     from slimship.evaluate.report import refit_columns, refit_rows, refit_summary
 
     cols = refit_columns(metrics)
-    rows = [("shipped" if r["name"].endswith(" *") else "", [escape(r[k]) for k, _ in cols]) for r in refit_rows(metrics)]
+    rows = [("shipped" if r["name"].endswith(" *") else "", [escape(r[k]) for k, _ in cols])
+            for r in refit_rows(metrics)]
     return f"<p>{escape(refit_summary(metrics))}</p>" + (_table([h for _, h in cols], rows) if rows else "")
 
 
