@@ -230,32 +230,20 @@ def write_packages(prepared: list, measured: list, pctx) -> None:
 def _measure_and_package(models: list, reference: str, st: Stages, out: Path) -> dict:
     """Prepare every model's package, measure the exact graph it holds, write it once, choose the winner; return
     the run's metrics (without timings)."""
-    from slimship.core.memory import release_memory
     from slimship.evaluate.decision import decide
-    from slimship.evaluate.measure import EvalSet, measure_latency, measure_memory, predictions_arrays
-    from slimship.evaluate.runtime_choice import describe
+    from slimship.evaluate.measure import EvalSet, predictions_arrays
 
-    recipe, rep, data, pre = st.recipe, st.rep, st.data, st.pre
+    recipe, data, pre = st.recipe, st.data, st.pre
     ev = recipe.evaluate
-    pctx = package_context(st, out / "packages")
-    prepared, measured = measure_prepared(models, reference, st, pctx)
+    measured = _measure_and_write(models, reference, st, package_context(st, out / "packages"), "deploy graphs",
+                                  "finetuned")
     val, test, example = EvalSet.of(data.val, pre), EvalSet.of(data.test, pre), st.adapter.example_input(1)
-    graphs = {p.source.name: p.graph for p in prepared}
     runtimes = sorted({rt for m in measured for rt in m.runtimes})
-    rep.log(f"latency: {len(measured)} deploy graphs in {', '.join(runtimes)}, interleaved, batch sizes "
-            f"{ev.batch_sizes}; peak memory")
-    release_memory()  # every session of every runtime is alive while timing: start from a trimmed heap
-    measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
-    rep.log("fastest runtime (ships for it): " + "; ".join(f"{m.name} {describe(m.runtime_by_batch, m.runtime)}"
-                                                          for m in measured))
-    measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
-    write_packages(prepared, measured, pctx)
-    _write_deltas(prepared, measured, pctx, "finetuned", rep)
     decision = decide(measured, reference=reference, budget_points=recipe.compress.accuracy_budget,
                       confidence=recipe.compress.confidence)
-    rep.log(f"decision: {decision.summary()}")
+    st.rep.log(f"decision: {decision.summary()}")
     winner = next(m for m in measured if m.name == decision.shipped)
-    write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(winner.package, tmp))
+    _ship(winner, out)
     write_atomically(out / "predictions.npz", lambda tmp: _savez(tmp, predictions_arrays(measured, test.labels)))
     return {
         "slimship_version": __import__("slimship").__version__,
@@ -271,6 +259,35 @@ def _measure_and_package(models: list, reference: str, st: Stages, out: Path) ->
         "recipe_spec": st.rd,
         "models": [m.to_dict() for m in measured],
     }
+
+
+def _measure_and_write(models: list, reference: str, st: Stages, pctx, what: str, full: str) -> list:
+    """Measure every model's package graph (accuracy, then latency interleaved across all of them, then peak
+    memory) and write the packages with their figures, and task deltas against ``full``'s size. Returns the
+    measurements."""
+    from slimship.core.memory import release_memory
+    from slimship.evaluate.measure import measure_latency, measure_memory
+    from slimship.evaluate.runtime_choice import describe
+
+    ev, rep = st.recipe.evaluate, st.rep
+    prepared, measured = measure_prepared(models, reference, st, pctx)
+    graphs, example = {p.source.name: p.graph for p in prepared}, st.adapter.example_input(1)
+    runtimes = sorted({rt for m in measured for rt in m.runtimes})
+    rep.log(f"latency: {len(measured)} {what} in {', '.join(runtimes)}, interleaved, batch sizes "
+            f"{ev.batch_sizes}; peak memory")
+    release_memory()  # every session of every runtime is alive while timing: start from a trimmed heap
+    measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
+    rep.log("fastest runtime (ships for it): " + "; ".join(f"{m.name} {describe(m.runtime_by_batch, m.runtime)}"
+                                                          for m in measured))
+    measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
+    write_packages(prepared, measured, pctx)
+    _write_deltas(prepared, measured, pctx, full, rep)
+    return measured
+
+
+def _ship(winner, out: Path) -> None:
+    """``out/model.slim``: a copy of ``winner``'s package, replaced atomically."""
+    write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(winner.package, tmp))
 
 
 def _write_deltas(prepared: list, measured: list, pctx, full: str, rep) -> None:
@@ -291,29 +308,22 @@ def _measure_refit(fit, st: Stages, out: Path) -> dict:
     fp32 graph, write their packages and make the refit shipped model ``model.slim``. Returns metrics["refit"]."""
     import dataclasses
 
-    from slimship.evaluate.measure import measure_latency, measure_memory, predictions_arrays
+    from slimship.evaluate.measure import predictions_arrays
 
     if fit.skipped:
         return {"skipped": fit.skipped, "source": fit.source}
-    ev, rep = st.recipe.evaluate, st.rep
     # no validation figures: the refit models trained on those examples
     unseen = dataclasses.replace(st, data=dataclasses.replace(st.data, val=st.data.val.take(slice(0, 0))))
-    pctx = package_context(st, out / "packages")
-    prepared, measured = measure_prepared(fit.models, fit.reference.name, unseen, pctx)
-    rep.log(f"latency: {len(measured)} refit graphs, interleaved, batch sizes {ev.batch_sizes}; peak memory")
-    graphs, example = {p.source.name: p.graph for p in prepared}, st.adapter.example_input(1)
-    measure_latency(measured, graphs, example, batch_sizes=ev.batch_sizes, runs=ev.latency_runs)
-    measure_memory(measured, graphs, example, batch_sizes=ev.batch_sizes)
-    write_packages(prepared, measured, pctx)
-    _write_deltas(prepared, measured, pctx, fit.reference.name, rep)
-    winner = measured[-1]
-    write_atomically(out / "model.slim", lambda tmp: shutil.copyfile(winner.package, tmp))
+    measured = _measure_and_write(fit.models, fit.reference.name, unseen, package_context(st, out / "packages"),
+                                  "refit graphs", fit.reference.name)
+    winner = next(m for m in measured if m.name == fit.shipped)
+    _ship(winner, out)
     old = out / "predictions.npz"
     arrays = _loadz(old) | {k: v for k, v in predictions_arrays(measured, unseen.data.test.y.numpy()).items()
                             if k.startswith("test/")}
     write_atomically(old, lambda tmp: _savez(tmp, arrays))
-    rep.log(f"refit: ships {winner.name}: {100 * winner.accuracy:.2f} % on test "
-            f"({fit.reference.name} {100 * measured[0].accuracy:.2f} %)")
+    st.rep.log(f"refit: ships {winner.name}: {100 * winner.accuracy:.2f} % on test "
+               f"({fit.reference.name} {100 * measured[0].accuracy:.2f} %)")
     return {"shipped": winner.name, "source": fit.source, "reference": fit.reference.name, "epochs": fit.epochs,
             "train_examples": fit.train_examples, "package": str(out / "model.slim"),
             "models": [m.to_dict() for m in measured]}
