@@ -77,8 +77,13 @@ def prepare_task_data(splits: Any, pre: Preprocessing) -> TaskData:
     check_examples(splits.info.get("source", "the data"), getattr(splits.train, "examples", "images"), pre)
     ex = [Examples(pre.prepare(s.raw), torch.from_numpy(s.labels.astype("int64")))
           for s in (splits.train, splits.val, splits.test)]
-    h = hashlib.sha256()
-    for t in (ex[0].x, ex[0].y, ex[1].x, ex[1].y):
-        h.update(t.numpy().tobytes())
     return TaskData(*ex, class_names=splits.class_names, channels=splits.channels, info=splits.info,
-                    fingerprint=h.hexdigest())
+                    fingerprint=fingerprint(ex[0], ex[1]))
+
+
+def fingerprint(train: Examples, val: Examples, salt: bytes = b"") -> str:
+    """The hash of what training and decisions see (``salt`` first: a refit's merged data, api/refit.py)."""
+    h = hashlib.sha256(salt)
+    for t in (train.x, train.y, val.x, val.y):
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
