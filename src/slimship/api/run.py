@@ -325,7 +325,8 @@ def _measure_refit(fit, st: Stages, out: Path) -> dict:
     st.rep.log(f"refit: ships {winner.name}: {100 * winner.accuracy:.2f} % on test "
                f"({fit.reference.name} {100 * measured[0].accuracy:.2f} %)")
     return {"shipped": winner.name, "source": fit.source, "reference": fit.reference.name, "epochs": fit.epochs,
-            "train_examples": fit.train_examples, "package": str(out / "model.slim"),
+            "train_examples": fit.train_examples, "recovery_scale": fit.recovery_scale,
+            "package": str(out / "model.slim"),
             "models": [m.to_dict() for m in measured]}
 
 

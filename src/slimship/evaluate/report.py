@@ -115,7 +115,9 @@ def refit_summary(metrics: dict) -> str:
     first = {e["name"]: e for e in metrics["models"]}
     by = {e["name"]: e for e in r["models"]}
     ship, ref = by[r["shipped"]], by[r["reference"]]
-    made = "" if ship is ref else f" and `{r['source']}` made again from it (any recovery on the same examples)"
+    scale = r.get("recovery_scale", 1.0)  # absent in metrics written before it existed
+    made = "" if ship is ref else (f" and `{r['source']}` made again from it (its recoveries on training + validation, "
+                                   f"as many examples as the first fit's: epochs x {scale:g})")
     also = "" if ship is ref else (f"; `{ref['name']}` {100 * ref['accuracy']:.2f} % (the first fit's "
                                    f"{100 * first[metrics['reference']]['accuracy']:.2f} %)")
     return (f"Refit: after the decision, `{metrics['reference']}` was trained again on the {r['train_examples']} "
