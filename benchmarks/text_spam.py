@@ -214,7 +214,8 @@ def main() -> int:
     if refit:  # trained again on training + validation after the decision; its own fp32 baseline, same round
         r = m["refit"]
         print(f"\nrefit on the {r['train_examples']} training + validation mails ({r['epochs']:g} fine-tuning epochs, "
-              f"the pass the first fit kept), then {r['source']}; their baseline: {r['reference']}'s fp32 graph in "
+              f"the pass the first fit kept), then {r['source']} (recovery epochs x {r.get('recovery_scale', 1):g}: "
+              f"as many examples as the first fit's); their baseline: {r['reference']}'s fp32 graph in "
               "ONNX Runtime, measured with them")
         ref, win = (next(e for e in refit if e["name"] == r[k]) for k in ("reference", "shipped"))
         rl = ref["runtimes"]["onnxruntime"]["latency_ms"]
